@@ -1,0 +1,24 @@
+"""medverse-lab: a workbench for MedVerse, DAG-structured parallel reasoning in LLMs.
+
+>>> import medverse_lab as ml
+>>> trace = ml.parse_trace(text)
+>>> layout = ml.Layout.from_plan(trace.plan, prefix_len=8, step_lens={"1": 5, "2": 4, "3": 6})
+>>> ml.attention_mask(layout, "dag"), ml.position_ids(layout, "dag")
+"""
+
+from .errors import LayoutError, PetriNetError, PlanError, Problem, PROBLEM_KINDS
+from .format import StepBlock, Trace, make_trace, parse_trace
+from .layout import Layout, Segment
+from .petri import PetriNet
+from .plan import Plan, Step
+from .tokens import TAGS, add_medverse_tokens, tag_ids
+from .topology import ENGINE_MODES, MODES, attention_mask, mask_diff, position_ids, segment_starts, segment_visibility
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Plan", "Step", "PetriNet", "Trace", "StepBlock", "parse_trace", "make_trace",
+    "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
+    "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
+    "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError",
+]

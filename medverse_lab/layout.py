@@ -1,0 +1,184 @@
+"""Layouts: where each token of a run sits in the plan's structure.
+
+A layout is the logical order of a run's tokens, every token in exactly one segment: the
+prefix (prompt, plan, the ``<Execution>`` line), each step in plan order (``<Step>``
+through ``</Step>`` and the separator after it), then the conclusion (``</Execution>``
+onwards). It also remembers where each step's ``</Step>`` sits, for ``medverse-sft``.
+Masks and positions (:mod:`medverse_lab.topology`) are computed from a layout alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from .errors import LayoutError, PlanError, problem
+from .format import _HEADER_RE
+from .plan import Plan
+from .tokens import tag_ids
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous run ``[start, stop)`` of logical indices belonging to one branch."""
+
+    branch: str  # "prefix", a step id, or "conclusion"
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _lens(name: str, value: int | Mapping[str, int], ids: Sequence[str], minimum: int) -> dict[str, int]:
+    if isinstance(value, int):
+        value = {i: value for i in ids}
+    value = {str(k): v for k, v in value.items()}
+    missing = [i for i in ids if i not in value]
+    extra = [k for k in value if k not in ids]
+    if missing or extra:
+        parts = ([f"misses step{'s' if len(missing) > 1 else ''} {', '.join(missing)}"] if missing else []) + \
+                ([f"names step{'s' if len(extra) > 1 else ''} {', '.join(extra)} not in the plan"] if extra else [])
+        raise LayoutError(f"{name} {' and '.join(parts)}; the plan's steps are {list(ids)}")
+    for k, v in value.items():
+        if not isinstance(v, int) or v < minimum:
+            raise LayoutError(f"{name}[{k!r}] = {v!r}: must be an integer >= {minimum}")
+    return {i: value[i] for i in ids}
+
+
+class Layout:
+    """The segments of a run: prefix, steps in plan order, conclusion.
+
+    Build one with :meth:`from_plan` (lengths), :meth:`from_token_ids` (a tokenized trace)
+    or :meth:`from_trace`.
+    """
+
+    def __init__(self, plan: Plan, prefix_len: int, step_lens: Mapping[str, int], conclusion_len: int = 0,
+                 separator_lens: int | Mapping[str, int] = 0, token_ids: Sequence[int] | None = None):
+        plan.validate()
+        if not isinstance(prefix_len, int) or prefix_len < 0:
+            raise LayoutError(f"prefix_len = {prefix_len!r}: must be an integer >= 0")
+        if not isinstance(conclusion_len, int) or conclusion_len < 0:
+            raise LayoutError(f"conclusion_len = {conclusion_len!r}: must be an integer >= 0")
+        self.plan = plan
+        self.prefix_len = prefix_len
+        self.step_lens = _lens("step_lens", step_lens, plan.ids, 1)
+        self.separator_lens = _lens("separator_lens", separator_lens, plan.ids, 0)
+        for sid, n in self.step_lens.items():
+            if self.separator_lens[sid] >= n:
+                raise LayoutError(f"step {sid}: separator of {self.separator_lens[sid]} tokens leaves no room "
+                                  f"for </Step> in a segment of {n}")
+        self.conclusion_len = conclusion_len
+        segs, at = [Segment("prefix", 0, prefix_len)], prefix_len
+        for sid in plan.ids:
+            segs.append(Segment(sid, at, at + self.step_lens[sid]))
+            at += self.step_lens[sid]
+        segs.append(Segment("conclusion", at, at + conclusion_len))
+        self.segments: list[Segment] = segs
+        self.T = at + conclusion_len
+        if token_ids is not None and len(token_ids) != self.T:
+            raise LayoutError(f"{len(token_ids)} token ids for a layout of {self.T} tokens")
+        self.token_ids = None if token_ids is None else tuple(int(i) for i in token_ids)
+
+    # ----- constructors ---------------------------------------------------------------
+    @classmethod
+    def from_plan(cls, plan: Plan, prefix_len: int, step_lens: Mapping[str, int], conclusion_len: int = 0,
+                  separator_lens: int | Mapping[str, int] = 0) -> "Layout":
+        """A layout from lengths: ``step_lens`` maps every step id to its segment length
+        (``<Step>`` through ``</Step>`` plus ``separator_lens`` tokens after it)."""
+        return cls(plan, prefix_len, step_lens, conclusion_len, separator_lens)
+
+    @classmethod
+    def from_token_ids(cls, ids: Sequence[int], tokenizer) -> "Layout":
+        """The layout of a tokenized trace (training data). The plan is read from the
+        ``<Plan>`` tokens, each step block's id from its header line."""
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        tags = tag_ids(tokenizer)
+        where = {tag: [i for i, t in enumerate(ids) if t == tid] for tag, tid in tags.items()}
+        if not where["<Plan>"] or not where["</Plan>"]:
+            raise LayoutError("no <Plan> ... </Plan> in the token ids: a layout needs the plan")
+        p0, p1 = where["<Plan>"][0], where["</Plan>"][0]
+        plan = Plan.from_outline(tokenizer.decode(ids[p0 + 1: p1])).validate()
+        # pair <Step> with </Step>, naming the index of any that does not pair
+        blocks, opened = [], None
+        for i in sorted(where["<Step>"] + where["</Step>"]):
+            if ids[i] == tags["<Step>"]:
+                if opened is not None:
+                    raise LayoutError(f"<Step> at token index {opened} is not closed before the <Step> at {i}")
+                opened = i
+            elif opened is None:
+                raise LayoutError(f"</Step> at token index {i} has no matching <Step>")
+            else:
+                blocks.append((opened, i))
+                opened = None
+        if opened is not None:
+            raise LayoutError(f"<Step> at token index {opened} is never closed")
+        executed = []
+        for start, close in blocks:
+            header = tokenizer.decode(ids[start + 1: close]).split("\n", 1)[0]
+            m = _HEADER_RE.match(header)
+            if not m:
+                raise LayoutError(f"step block at token index {start} has no 'Transient Step N:' header: {header!r}")
+            executed.append(m.group("id"))
+        if executed != plan.ids:
+            problems = [problem("not-planned", f"step {s} is executed but not planned", s) for s in executed
+                        if s not in plan] + \
+                       [problem("not-executed", f"step {s} is planned but not executed", s) for s in plan.ids
+                        if s not in executed]
+            if not problems:
+                problems = [problem("execution-order", f"steps are executed in order {executed}, "
+                                    f"the plan orders them {plan.ids}")]
+            raise PlanError(problems)
+        end_exec = next((i for i in where["</Execution>"] if not blocks or i > blocks[-1][1]), None)
+        starts = [s for s, _ in blocks]
+        stops = starts[1:] + ([end_exec if end_exec is not None else blocks[-1][1] + 1] if blocks else [])
+        prefix_len = starts[0] if blocks else (end_exec if end_exec is not None else len(ids))
+        step_lens = {sid: b - a for sid, a, b in zip(executed, starts, stops)}
+        seps = {sid: b - c - 1 for sid, (_, c), b in zip(executed, blocks, stops)}
+        conclusion_len = len(ids) - (stops[-1] if blocks else prefix_len)
+        return cls(plan, prefix_len, step_lens, conclusion_len, seps, token_ids=ids)
+
+    @classmethod
+    def from_trace(cls, trace, tokenizer) -> "Layout":
+        """The layout of a :class:`~medverse_lab.Trace` tokenized by ``tokenizer``."""
+        ids = tokenizer(trace.to_text(), add_special_tokens=False)["input_ids"]
+        return cls.from_token_ids(ids, tokenizer)
+
+    # ----- queries ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.T
+
+    def __repr__(self) -> str:
+        steps = ", ".join(f"{s.branch}:{len(s)}" for s in self.segments[1:-1])
+        return f"Layout(T={self.T}, prefix={self.prefix_len}, steps=[{steps}], conclusion={self.conclusion_len})"
+
+    @property
+    def branches(self) -> list[str]:
+        """Segment names in logical order: ``prefix``, step ids, ``conclusion``."""
+        return [s.branch for s in self.segments]
+
+    def segment(self, branch: str) -> Segment:
+        for s in self.segments:
+            if s.branch == str(branch):
+                return s
+        raise KeyError(f"no segment {branch!r}; segments are {self.branches}")
+
+    def close_index(self, step_id: str) -> int:
+        """Logical index of a step's ``</Step>`` token."""
+        seg = self.segment(step_id)
+        return seg.stop - 1 - self.separator_lens[seg.branch]
+
+    def segment_lengths(self) -> torch.Tensor:
+        return torch.tensor([len(s) for s in self.segments], dtype=torch.long)
+
+    def segment_index(self) -> torch.Tensor:
+        """``[T]`` long: for each token the index of its segment in :attr:`segments`."""
+        return torch.repeat_interleave(torch.arange(len(self.segments)), self.segment_lengths())
+
+    def branch_of(self, index: int) -> str:
+        """The branch of the token at logical ``index``."""
+        if not 0 <= index < self.T:
+            raise IndexError(f"token index {index} is outside the layout (T={self.T})")
+        return next(s.branch for s in self.segments if s.start <= index < s.stop)

@@ -1,0 +1,62 @@
+"""The 12 MedVerse tags as single special tokens of a Hugging Face tokenizer."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+TAGS = (
+    "<Think>", "</Think>", "<Plan>", "</Plan>", "<Outline>", "</Outline>",
+    "<Execution>", "</Execution>", "<Step>", "</Step>", "<Conclusion>", "</Conclusion>",
+)
+
+
+def tag_ids(tokenizer) -> dict[str, int]:
+    """``{tag: token id}`` for the 12 tags; raises ``ValueError`` naming the missing ones."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in TAGS if t not in vocab]
+    if missing:
+        raise ValueError(
+            f"the tokenizer has no single token for {', '.join(missing)}; "
+            "call ml.add_medverse_tokens(tokenizer, model) first")
+    return {t: vocab[t] for t in TAGS}
+
+
+def has_medverse_tokens(tokenizer) -> bool:
+    vocab = tokenizer.get_vocab()
+    return all(t in vocab for t in TAGS)
+
+
+@torch.no_grad()
+def add_medverse_tokens(tokenizer, model=None) -> dict[str, int]:
+    """Add the tags as special tokens and, given a model, resize its embeddings.
+
+    Each new embedding row (and output row, when the head is not tied) starts as the mean
+    of the rows of the word pieces the tokenizer split the tag into before it was added,
+    so an untrained tag starts near what it spells. Tags already present are left alone.
+    Returns ``{tag: token id}``.
+    """
+    vocab = tokenizer.get_vocab()
+    new = [t for t in TAGS if t not in vocab]
+    pieces = {t: tokenizer(t, add_special_tokens=False)["input_ids"] for t in new}
+    if new:
+        tokenizer.add_tokens(new, special_tokens=True)
+    ids = tag_ids(tokenizer)
+    if model is None or not new:
+        return ids
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    untied = head is not None and head.weight.data_ptr() != emb.data_ptr() and head.weight.shape == emb.shape
+    for tag in new:
+        known = [i for i in pieces[tag] if i < old_rows]
+        if not known:
+            warnings.warn(f"{tag}: no word pieces to initialise from; its embedding stays as resized")
+            continue
+        emb[ids[tag]] = emb[known].mean(0)
+        if untied:
+            head.weight[ids[tag]] = head.weight[known].mean(0)
+    return ids

@@ -1,0 +1,174 @@
+"""Attention masks and position indices for every mode (DESIGN §3).
+
+One rule per mode, used by training, by the engine and by the widgets alike, so what a
+model saw in training is what it sees when decoded.
+
+=============  ==========================================  ===================================
+mode           a step token sees                           a step starts at position
+=============  ==========================================  ===================================
+dag            prefix, its ancestors, its own past          max end of its parents (prefix end)
+layered        prefix, earlier chunks, its own past         its chunk's base
+speculative    prefix, its own past                         prefix end
+sequential     every earlier token                          contiguous
+medverse-sft   the public collator, quirks included         the public collator (shifted twice)
+=============  ==========================================  ===================================
+
+Masks are built per *group* of tokens (a segment, or a step block for ``medverse-sft``):
+a small group-visibility matrix is expanded to ``[T, T]`` and intersected with causal
+order, so a 64-step, 8k-token mask is two ``repeat_interleave`` calls and an ``&``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from .layout import Layout
+from .plan import Plan
+
+MODES = ("dag", "layered", "speculative", "sequential", "medverse-sft")
+ENGINE_MODES = ("dag", "layered", "speculative", "sequential")
+
+
+def check_mode(mode: str, modes: tuple[str, ...] = MODES) -> str:
+    """Return ``mode`` if valid, else raise ``ValueError`` listing the valid ones."""
+    if mode not in modes:
+        raise ValueError(f"unknown mode {mode!r}; valid modes are {', '.join(modes)}")
+    return mode
+
+
+def segment_visibility(plan: Plan, mode: str) -> torch.Tensor:
+    """``[S+2, S+2]`` bool over segments (prefix, steps in plan order, conclusion):
+    ``vis[q, k]`` is True when tokens of segment q may see (earlier) tokens of segment k.
+
+    Only for the four segment modes; ``medverse-sft`` is not a segment rule.
+    """
+    check_mode(mode, ENGINE_MODES)
+    n = len(plan) + 2
+    if mode == "sequential":
+        return torch.ones(n, n, dtype=torch.bool)
+    vis = torch.eye(n, dtype=torch.bool)
+    vis[:, 0] = True   # everyone sees the prefix
+    vis[-1, :] = True  # the conclusion sees everything
+    index = {sid: i + 1 for i, sid in enumerate(plan.ids)}
+    if mode == "dag":
+        for sid in plan.ids:
+            for a in plan.ancestors(sid):
+                vis[index[sid], index[a]] = True
+    elif mode == "layered":
+        chunk_of = {sid: c for c, chunk in enumerate(plan.chunks()) for sid in chunk}
+        for q in plan.ids:
+            for k in plan.ids:
+                if chunk_of[k] < chunk_of[q]:
+                    vis[index[q], index[k]] = True
+    return vis
+
+
+def _sft_groups(layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Groups for ``medverse-sft``: plain runs (prefix, each separator, conclusion) see
+    everything earlier; step blocks ``<Step>..</Step>`` hide from chunk siblings."""
+    lens, block_of = [layout.prefix_len], [-1]
+    for sid in layout.plan.ids:
+        seg, sep = layout.segment(sid), layout.separator_lens[sid]
+        lens += [len(seg) - sep, sep]
+        block_of += [sid, -1]
+    lens.append(layout.conclusion_len)
+    block_of.append(-1)
+    chunk_of = {sid: c for c, chunk in enumerate(layout.plan.chunks()) for sid in chunk}
+    chunk = torch.tensor([chunk_of[b] if b != -1 else -1 for b in block_of])
+    group = torch.arange(len(lens))
+    siblings = (chunk[:, None] == chunk[None, :]) & (chunk[:, None] >= 0) & (group[:, None] != group[None, :])
+    return torch.tensor(lens, dtype=torch.long), ~siblings
+
+
+def _expand(vis: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    T = int(lens.sum())
+    full = vis.repeat_interleave(lens, dim=0).repeat_interleave(lens, dim=1)
+    return full & torch.ones(T, T, dtype=torch.bool).tril_()
+
+
+def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
+    """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k."""
+    check_mode(mode)
+    if mode == "medverse-sft":
+        lens, vis = _sft_groups(layout)
+        return _expand(vis, lens)
+    return _expand(segment_visibility(layout.plan, mode), layout.segment_lengths())
+
+
+def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: str) -> dict[str, int]:
+    """Start position of each step (and of ``conclusion``) under ``mode``.
+
+    ``step_lens`` may hold only some steps (those finished so far): a step's start is
+    given once the steps it is computed from are known, so the engine can place a step
+    the moment its parents finish, with the same rule training used.
+    """
+    check_mode(mode, ENGINE_MODES)
+    starts: dict[str, int] = {}
+    if mode == "sequential":
+        at = prefix_len
+        for sid in plan.ids:
+            starts[sid] = at
+            if sid not in step_lens:
+                return starts
+            at += step_lens[sid]
+        starts["conclusion"] = at
+    elif mode == "speculative":
+        starts.update({sid: prefix_len for sid in plan.ids})
+        if all(s in step_lens for s in plan.ids):
+            starts["conclusion"] = prefix_len + max((step_lens[s] for s in plan.ids), default=0)
+    elif mode == "dag":
+        end: dict[str, int] = {}
+        for s in plan.steps:
+            if all(d in end for d in s.deps):
+                starts[s.id] = max((end[d] for d in s.deps), default=prefix_len)
+                if s.id in step_lens:
+                    end[s.id] = starts[s.id] + step_lens[s.id]
+        if len(end) == len(plan):
+            starts["conclusion"] = max(end.values(), default=prefix_len)
+    elif mode == "layered":
+        base = prefix_len
+        for chunk in plan.chunks():
+            starts.update({sid: base for sid in chunk})
+            if not all(s in step_lens for s in chunk):
+                return starts
+            base += max(step_lens[s] for s in chunk)
+        starts["conclusion"] = base
+    return starts
+
+
+def _sft_positions(layout: Layout) -> torch.Tensor:
+    """The public collator's positions, reproduced including its double shift."""
+    pos = torch.arange(layout.T, dtype=torch.long)
+    if not len(layout.plan):
+        return pos
+    blocks = {sid: (layout.segment(sid).start, layout.close_index(sid) + 1) for sid in layout.plan.ids}
+    base = blocks[layout.plan.ids[0]][0]
+    for chunk in layout.plan.chunks():
+        longest = max(b - a for a, b in (blocks[s] for s in chunk))
+        for sid in chunk:
+            a, b = blocks[sid]
+            pos[a:b] += base - a  # from the raw index: earlier tail moves stay in, hence twice
+        raw_end = max(blocks[s][1] for s in chunk)
+        pos[raw_end:] += base + longest - raw_end
+        base += longest
+    return pos
+
+
+def position_ids(layout: Layout, mode: str = "dag") -> torch.Tensor:
+    """``[T]`` long: the position index of every token under ``mode``."""
+    check_mode(mode)
+    if mode == "medverse-sft":
+        return _sft_positions(layout)
+    starts = segment_starts(layout.plan, layout.prefix_len, layout.step_lens, mode)
+    first_pos = torch.tensor([0] + [starts[s] for s in layout.plan.ids] + [starts["conclusion"]])
+    first_idx = torch.tensor([s.start for s in layout.segments])
+    seg = layout.segment_index()
+    return torch.arange(layout.T) + (first_pos - first_idx)[seg]
+
+
+def mask_diff(layout: Layout, a: str, b: str) -> torch.Tensor:
+    """``[T, T]`` int8: +1 where only mode ``a`` allows attention, -1 where only ``b`` does."""
+    ma, mb = attention_mask(layout, a), attention_mask(layout, b)
+    return ma.to(torch.int8) - mb.to(torch.int8)
