@@ -60,3 +60,23 @@ def add_medverse_tokens(tokenizer, model=None) -> dict[str, int]:
         if untied:
             head.weight[ids[tag]] = head.weight[known].mean(0)
     return ids
+
+
+def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2):
+    """Train a byte-level BPE tokenizer with the 12 tags as special tokens.
+
+    Returns a ``transformers.PreTrainedTokenizerFast`` (pad ``<pad>``, eos ``<|endoftext|>``)
+    that decodes back to the exact text it encoded.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<|endoftext|>", *TAGS]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|endoftext|>",
+                                   extra_special_tokens=list(TAGS))

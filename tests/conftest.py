@@ -1,0 +1,39 @@
+"""Shared fixtures: a real byte-level BPE tokenizer with the MedVerse tags, and real
+transformers models (Qwen2, Llama) built from small configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import medverse_lab as ml
+from medverse_lab.tokens import train_tokenizer
+
+EXAMPLE = Path(ml.__file__).parent / "examples" / "stemi.txt"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def example_text() -> str:
+    return EXAMPLE.read_text()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(example_text):
+    """A byte-level BPE trained on the example trace: tags are single special tokens."""
+    return train_tokenizer([example_text] * 4, vocab_size=512)
+
+
+def tiny_model(family: str, vocab_size: int, attn: str = "sdpa", seed: int = 0):
+    """A randomly initialised causal LM of about 0.1M parameters, from config."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    cfg_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[family]
+    cfg = cfg_cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                  tie_word_embeddings=family == "qwen2")
+    cfg._attn_implementation = attn
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
