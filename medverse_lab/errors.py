@@ -15,6 +15,7 @@ PROBLEM_KINDS = {
     "duplicate-step": "two steps share a number",
     "unknown-dependency": "a step depends on a step that is not in the plan",
     "forward-dependency": "a step depends on a later step (valid DAG, wrong order)",
+    "step-order": "step numbers do not increase along the plan",
     "self-dependency": "a step depends on itself",
     "cycle": "dependencies form a cycle",
     "bad-outline": "an outline line does not follow the grammar",
@@ -81,7 +82,7 @@ class PlanError(ValueError):
         n = len(self.problems)
         lines = [f"{n} problem{'s' if n != 1 else ''} found:"]
         lines += [f"  - {p}" for p in self.problems]
-        if any(p.kind == "forward-dependency" for p in self.problems) and not any(
+        if any(p.kind in ("forward-dependency", "step-order") for p in self.problems) and not any(
             p.kind in ("cycle", "unknown-dependency", "duplicate-step") for p in self.problems
         ):
             lines.append("  The plan is a valid DAG in the wrong order: plan.renumbered() fixes it.")

@@ -19,7 +19,6 @@ from .errors import PlanError, Problem, problem
 from .plan import Plan, Step, _parse_outline
 
 _HEADER_RE = re.compile(r"^\s*transient\s+step\s+(?P<id>\d+)\s*:\s*(?P<desc>.*?)\s*$", re.IGNORECASE)
-_TAG_RE = re.compile(r"</?(?:Step|Execution|Conclusion)>")
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -152,7 +151,8 @@ class _Parser:
             at = start + rel
             if tag == "<Step>":
                 if opened is not None:
-                    self.add("unclosed-block", "<Step> is not closed before the next <Step>", offset=opened)
+                    self.add("unclosed-block", "<Step> is not closed before the next <Step>",
+                             self.step_at(opened), opened)
                 opened = at
             elif opened is None:
                 self.add("unmatched-close", "</Step> without an opening <Step>", offset=at)
@@ -160,7 +160,7 @@ class _Parser:
                 spans.append((opened, at))
                 opened = None
         if opened is not None:
-            self.add("unclosed-block", "<Step> is never closed before </Execution>", offset=opened)
+            self.add("unclosed-block", "<Step> is never closed before </Execution>", self.step_at(opened), opened)
         glue1 = t[start: spans[0][0]] if spans else t[start:end]
         for i, (s, e) in enumerate(spans):
             inner = t[s + len("<Step>"): e]
@@ -174,6 +174,11 @@ class _Parser:
             blocks.append(StepBlock(m.group("id"), m.group("desc"), body,
                                     separator=t[e + len("</Step>"): sep_end], header=header, offset=s))
         return blocks, glue1
+
+    def step_at(self, offset: int) -> str | None:
+        """The step id in the header of the ``<Step>`` at ``offset``, if it has one."""
+        m = _HEADER_RE.match(self.text[offset + len("<Step>"):].split("\n", 1)[0])
+        return m.group("id") if m else None
 
     def check_execution(self, plan: Plan, blocks: list[StepBlock]):
         planned = {s.id: s for s in plan.steps}
@@ -192,7 +197,7 @@ class _Parser:
             if s.id not in seen:
                 self.add("not-executed", f"step {s.id} is planned but never executed", s.id, s.offset)
         executed = [b.id for b in blocks if b.id in planned]
-        in_plan_order = [sid for sid in plan.ids if sid in seen]
+        in_plan_order = [sid for sid in dict.fromkeys(plan.ids) if sid in seen]
         if len(set(executed)) == len(executed) and executed != in_plan_order:
             first = next(i for i, (a, b) in enumerate(zip(executed, in_plan_order)) if a != b)
             block = next(b for b in blocks if b.id == executed[first])

@@ -212,6 +212,11 @@ class Plan:
                 found.append(problem("duplicate-step", f"step {s.id} is defined twice", s.id, s.offset, src))
             else:
                 seen[s.id] = i
+        numbered = [s for s in self.steps if s.id.isdigit()]
+        for before, after in zip(numbered, numbered[1:]):
+            if int(after.id) <= int(before.id) and after.id != before.id:
+                found.append(problem("step-order", f"step {after.id} comes after step {before.id}; "
+                                     "step numbers must increase along the plan", after.id, after.offset, src))
         graph = nx.DiGraph()
         for i, s in enumerate(self.steps):
             for d in s.deps:
@@ -252,7 +257,7 @@ class Plan:
 
     def renumbered(self) -> "Plan":
         """The same DAG renumbered 1..n in a topological order (ties keep plan order)."""
-        found = [p for p in self.problems() if p.kind not in ("forward-dependency", "bad-step-id")]
+        found = [p for p in self.problems() if p.kind not in ("forward-dependency", "step-order", "bad-step-id")]
         if found:
             raise PlanError(found)
         graph = self.to_networkx()

@@ -48,7 +48,7 @@ def plan_network(plan, height: str = "420px") -> OfflineNetwork:
     for s in plan.steps:
         # pyvis puts titles into the page as HTML; plan text is untrusted, so escape it.
         net.add_node(f"t{s.id}", label=f"Step {s.id}", shape="box", title=html.escape(s.description))
-        net.add_node(place(s.id), label="", shape="dot", size=8, title=f"step {s.id} done")
+        net.add_node(place(s.id), label=" ", shape="dot", size=8, title=f"step {s.id} done")
         net.add_edge(f"t{s.id}", place(s.id))
         for p in ([place(d) for d in s.deps if d in plan] or [SOURCE]):
             net.add_edge(p, f"t{s.id}")
