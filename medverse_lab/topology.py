@@ -83,9 +83,7 @@ def _sft_groups(layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _expand(vis: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-    T = int(lens.sum())
-    full = vis.repeat_interleave(lens, dim=0).repeat_interleave(lens, dim=1)
-    return full & torch.ones(T, T, dtype=torch.bool).tril_()
+    return vis.repeat_interleave(lens, dim=0).repeat_interleave(lens, dim=1).tril_()
 
 
 def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
