@@ -13,6 +13,7 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "inspect": ("medverse_lab.inspect", "show a trace's plan, Petri net, masks and positions"),
+    "train": ("medverse_lab.train", "topology-aware fine-tuning (reproduces the teaching model from a seed)"),
 }
 
 
