@@ -65,13 +65,14 @@ def add_medverse_tokens(tokenizer, model=None) -> dict[str, int]:
 def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2):
     """Train a byte-level BPE tokenizer with the 12 tags as special tokens.
 
-    Returns a ``transformers.PreTrainedTokenizerFast`` (pad ``<pad>``, eos ``<|endoftext|>``)
-    that decodes back to the exact text it encoded.
+    Returns a ``transformers.PreTrainedTokenizerFast`` (pad ``<pad>``, eos ``<|endoftext|>``,
+    and the ChatML markers of the plain prompt as single tokens) that decodes back to the
+    exact text it encoded.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<|endoftext|>", *TAGS]
+    specials = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", *TAGS]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -79,4 +80,4 @@ def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|endoftext|>",
-                                   extra_special_tokens=list(TAGS))
+                                   extra_special_tokens=["<|im_start|>", "<|im_end|>", *TAGS])
