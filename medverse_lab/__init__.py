@@ -12,6 +12,7 @@ from .layout import Layout, Segment
 from .petri import PetriNet
 from .plan import Plan, Step
 from .tokens import TAGS, add_medverse_tokens, tag_ids
+from .engine import Engine, Run
 from .topology import ENGINE_MODES, MODES, attention_mask, mask_diff, position_ids, segment_starts, segment_visibility
 
 __version__ = "0.1.0"
@@ -20,5 +21,5 @@ __all__ = [
     "Plan", "Step", "PetriNet", "Trace", "StepBlock", "parse_trace", "make_trace",
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
-    "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError",
+    "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
 ]

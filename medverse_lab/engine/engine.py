@@ -1,0 +1,365 @@
+"""The MedVerse engine: plan, then decode independent steps in parallel in one KV cache.
+
+>>> engine = ml.Engine.load("/path/to/checkpoint")        # or ml.Engine(model, tokenizer)
+>>> run = engine.run("A 54-year-old man ...", mode="dag")
+>>> run.plan, run.steps, run.answer, run.timings
+>>> for ev in engine.stream("..."): print(ev.branch, ev.text)
+>>> run2 = engine.rerun(run, step="2", seed=1)
+
+Exactness: every decoded token's logits equal (to float tolerance) those of one
+teacher-forced forward over ``run.layout`` with ``ml.attention_mask(run.layout, run.mode)``
+and ``ml.position_ids(run.layout, run.mode)``: the engine and training share one rule.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..plan import Plan
+from ..tokens import TAGS, add_medverse_tokens
+from ..topology import ENGINE_MODES, segment_visibility
+from .decode import Decoder
+from .kv import new_cache, select_slots
+from ..prompt import SYSTEM_PROMPT, build_prompt
+from .run import Run, RunStream, TokenEvent
+
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-model"
+
+#: attention implementations that take the engine's 4-D float mask as is
+MASK_ATTENTION = ("sdpa", "eager")
+
+SFT_REFUSED = (
+    "mode 'medverse-sft' cannot be decoded: it reproduces the public training collator, under which a step reads "
+    "its chunk sibling through the separator after the sibling's </Step>, which no parallel decoder can "
+    "reproduce (DESIGN §3). Use mode='layered', the closest mode the engine decodes exactly; 'medverse-sft' "
+    "stays available to ml.attention_mask / ml.position_ids for inspection and training.")
+
+
+def default_model_path() -> Path | None:
+    """The embedded teaching model's folder, if it is shipped (holds a ``config.json``)."""
+    return ASSET_DIR if (ASSET_DIR / "config.json").is_file() else None
+
+
+def check_engine_mode(mode: str) -> str:
+    """``mode`` if the engine decodes it, else a ``ValueError`` that says why and what to use."""
+    if mode == "medverse-sft":
+        raise ValueError(SFT_REFUSED)
+    if mode not in ENGINE_MODES:
+        raise ValueError(f"unknown mode {mode!r}; the engine's modes are {', '.join(ENGINE_MODES)}")
+    return mode
+
+
+def _check_attention(impl: str | None) -> None:
+    if impl not in MASK_ATTENTION:
+        raise ValueError(
+            f"attention implementation {impl!r} cannot take the 4-D attention mask MedVerse decoding needs "
+            f"(each step sees only the prefix and its ancestors, not its siblings). Load the model with "
+            f"attn_implementation='sdpa' (the default of Engine.load) or 'eager'.")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
+    return value
+
+
+class Engine:
+    """A causal LM and its tokenizer, ready to decode MedVerse runs.
+
+    ``Engine(model, tokenizer)`` takes any transformers causal LM whose attention takes a
+    4-D mask and position ids (``sdpa`` or ``eager``); :meth:`load` reads a checkpoint folder.
+    ``add_tags=True`` adds missing MedVerse tags to the tokenizer (and embeddings) with a
+    warning; otherwise a tokenizer without them is refused. ``system_prompt`` defaults to
+    ``model.config.medverse_system_prompt`` when set, else the public MedVerse client's.
+    """
+
+    def __init__(self, model, tokenizer, *, add_tags: bool = False, system_prompt: str | None = None):
+        cfg = model.config
+        if getattr(cfg, "is_encoder_decoder", False):
+            raise ValueError(f"{type(model).__name__} is an encoder-decoder; the engine needs a causal LM")
+        _check_attention(getattr(cfg, "_attn_implementation", None))
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in TAGS if t not in vocab]
+        if missing and not add_tags:
+            raise ValueError(
+                f"the tokenizer has no single token for {', '.join(missing)}: it is not a MedVerse tokenizer. "
+                "Pass add_tags=True to add them (an untrained model will not use them), or call "
+                "ml.add_medverse_tokens(tokenizer, model) and fine-tune")
+        if missing:
+            warnings.warn(f"added the MedVerse tags {', '.join(missing)} to the tokenizer and resized the "
+                          "embeddings; a model not trained with them will not write them", stacklevel=2)
+            add_medverse_tokens(tokenizer, model)
+        new_cache(cfg)  # refuses sliding-window / shared caches now rather than mid-run
+        self.model, self.tokenizer = model.eval(), tokenizer
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.system_prompt = system_prompt if system_prompt is not None else \
+            getattr(cfg, "medverse_system_prompt", SYSTEM_PROMPT)
+        params = inspect.signature(model.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.tags = {t: tokenizer.convert_tokens_to_ids(t) for t in TAGS}
+        special = set(tokenizer.all_special_ids) | set(self.tags.values())
+        self.step_stray = frozenset(special - {self.tags["</Step>"]})
+        self.conclusion_stray = frozenset(special - {self.tags["</Conclusion>"]})
+        self.plan_stray = frozenset(special - {self.tags[t] for t in ("</Plan>", "<Outline>", "</Outline>")})
+        self.separator = self.encode("\n")
+        self.exec_line = self.encode("\n<Execution>\n")
+        self.conclusion_open = self.encode("</Execution>\n<Conclusion>")
+        self.conclusion_tail = self.encode("\n</Think>")
+        self._pieces: dict[int, str] = {}
+
+    # ----- loading -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path=None, device=None, dtype=None, trust_remote_code: bool = False, *,
+             attn_implementation: str = "sdpa", add_tags: bool = False, system_prompt: str | None = None) -> "Engine":
+        """Load a local checkpoint folder (``config.json``, ``*.safetensors``, tokenizer files).
+
+        ``path=None`` loads the embedded teaching model. ``device`` defaults to CUDA when
+        present, else CPU; ``dtype`` to float32 on CPU and to the checkpoint's half type (or
+        float32) on CUDA. Weights load only from safetensors, nothing is downloaded, and
+        remote code runs only with ``trust_remote_code=True``.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _check_attention(attn_implementation)
+        if path is None:
+            path = default_model_path()
+            if path is None:
+                raise FileNotFoundError(
+                    f"the embedded teaching model is not shipped yet ({ASSET_DIR} holds no config.json); "
+                    "load a local checkpoint folder instead: ml.Engine.load('/path/to/checkpoint')")
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a folder; Engine.load takes a local checkpoint folder "
+                                    "with config.json, *.safetensors weights and the tokenizer files")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a transformers checkpoint folder")
+        if not any(path.glob("*.safetensors")):
+            raise FileNotFoundError(f"{path} has no *.safetensors weights; the engine loads weights only "
+                                    "from safetensors (convert with model.save_pretrained(..., safe_serialization=True))")
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        if dtype is None:
+            dtype = torch.float32
+            if device.type == "cuda":
+                from transformers import AutoConfig
+
+                saved = getattr(AutoConfig.from_pretrained(path, local_files_only=True,
+                                                           trust_remote_code=trust_remote_code), "dtype", None)
+                saved = getattr(torch, saved) if isinstance(saved, str) else saved
+                dtype = saved if saved in (torch.float16, torch.bfloat16) else torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation)
+        return cls(model.to(device), tokenizer, add_tags=add_tags, system_prompt=system_prompt)
+
+    # ----- text helpers --------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def piece(self, token_id: int) -> str:
+        """The text of one token (cached; a lone byte of a multi-byte character shows as U+FFFD)."""
+        s = self._pieces.get(token_id)
+        if s is None:
+            s = self._pieces[token_id] = self.decode([token_id])
+        return s
+
+    @property
+    def default_mode(self) -> str:
+        """The mode the model was trained with (``config.medverse_mode``), else ``dag``."""
+        return getattr(self.model.config, "medverse_mode", None) or "dag"
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return (f"Engine({type(self.model).__name__}, {n / 1e6:.1f}M params, {self.device}, {self.dtype}, "
+                f"attention={self.model.config._attn_implementation}, mode={self.default_mode!r})")
+
+    # ----- running -----------------------------------------------------------------------
+    def run(self, question: str, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
+            temperature: float = 0.7, top_p: float = 0.95, max_plan_tokens: int = 512, max_step_tokens: int = 256,
+            max_conclusion_tokens: int = 256, on_token=None) -> Run:
+        """Answer ``question``: plan (or force ``plan``), decode the steps by ``mode``, conclude.
+
+        ``mode=None`` uses the model's ``medverse_mode`` (default ``dag``); ``dag`` starts a
+        step the moment its parents finish, ``layered`` runs chunk by chunk, ``speculative``
+        all steps at once, ``sequential`` one after another. ``plan`` (a :class:`Plan` or
+        outline text) is validated and forced instead of Phase I. ``temperature=0`` is
+        greedy; ``seed`` fixes sampling. A step ends at ``</Step>`` or after
+        ``max_step_tokens`` body tokens (then ``</Step>`` is forced and ``run.events`` says
+        so). A model-written plan that fails validation does not stop the run: it continues
+        ``sequential`` with the PlanError in ``run.events``. ``on_token(TokenEvent)`` is
+        called for every token from the plan on, as it enters the cache.
+        """
+        events = self._start(question, mode, plan, seed, temperature, top_p, max_plan_tokens, max_step_tokens,
+                             max_conclusion_tokens, emit=on_token is not None)
+        return _drain(events, on_token)
+
+    def stream(self, question: str, **kwargs) -> RunStream:
+        """Like :meth:`run` (same keywords), as an iterator of :class:`TokenEvent` in decode
+        order; after the loop, ``.run`` is the finished :class:`Run`. Arguments are checked
+        at the call, before anything is decoded."""
+        if "on_token" in kwargs:
+            raise TypeError("stream() yields the tokens itself; on_token belongs to run()")
+        sig = inspect.signature(self.run).bind(question, **kwargs)
+        sig.apply_defaults()
+        a = sig.arguments
+        return RunStream(self._start(question, a["mode"], a["plan"], a["seed"], a["temperature"], a["top_p"],
+                                     a["max_plan_tokens"], a["max_step_tokens"], a["max_conclusion_tokens"],
+                                     emit=True))
+
+    def _start(self, question, mode, plan, seed, temperature, top_p, max_plan_tokens, max_step_tokens,
+               max_conclusion_tokens, emit):
+        """Check every argument (raising before any decoding), then return the decode generator."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question is empty ({question!r}): pass the question text (with its options)")
+        mode = check_engine_mode(self.default_mode if mode is None else mode)
+        if plan is not None:
+            if isinstance(plan, str):
+                plan = Plan.from_outline(plan)
+            if not isinstance(plan, Plan):
+                raise TypeError(f"plan must be an ml.Plan or outline text, not {type(plan).__name__}")
+            plan.validate()
+        limits = tuple(_positive_int(n, v) for n, v in (("max_plan_tokens", max_plan_tokens),
+                                                        ("max_step_tokens", max_step_tokens),
+                                                        ("max_conclusion_tokens", max_conclusion_tokens)))
+        settings = self._sampling(seed, temperature, top_p)
+        settings.update(max_plan_tokens=limits[0], max_step_tokens=limits[1], max_conclusion_tokens=limits[2])
+        return self._decode_new(question, mode, plan, settings, limits, emit)
+
+    @staticmethod
+    def _sampling(seed, temperature, top_p) -> dict:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed = {seed!r}: must be an integer")
+        if not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ValueError(f"temperature = {temperature!r}: must be a number >= 0 (0 is greedy)")
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ValueError(f"top_p = {top_p!r}: must be in (0, 1]")
+        return {"seed": seed, "temperature": float(temperature), "top_p": float(top_p)}
+
+    def _decoder(self, cache, slots, settings, limits, emit) -> Decoder:
+        gen = torch.Generator(device=self.device).manual_seed(settings["seed"])
+        return Decoder(self, cache=cache, slots=slots, generator=gen, temperature=settings["temperature"],
+                       top_p=settings["top_p"], limits=limits, emit=emit, t0=time.perf_counter())
+
+    def _decode_new(self, question, mode, plan, settings, limits, emit):
+        from .run import Slots
+
+        prompt = build_prompt(self.tokenizer, question, self.system_prompt)
+        d = self._decoder(new_cache(self.model.config), Slots(), settings, limits, emit)
+        d.requested_mode = mode
+        ids = self.encode(prompt)
+        d.prompt_len = len(ids)
+        if plan is None:
+            d.prefill(ids)
+            d.start_plan()
+        else:  # the whole prefix is known: prompt, plan, <Execution> line in one forward
+            head = [self.tags["<Plan>"], *self.encode(f"\n{plan.to_outline()}\n")]
+            d.prefill(ids + head + [self.tags["</Plan>"], *self.exec_line])
+            d.marks["plan"] = d.marks["prefill"]
+            d.spans["plan"] = (len(ids) + 1, len(ids) + len(head))
+            d.prefix_len = len(d.slots)
+            d.start_steps(plan, mode)
+        yield from d.loop()
+        return self._make_run(d, question, prompt, settings, generation=0)
+
+    def _make_run(self, d: Decoder, question, prompt, settings, generation, base_timings=None) -> Run:
+        m = d.marks
+        timings = dict(base_timings or {"prefill": m.get("prefill", 0.0), "plan": m["plan"] - m.get("prefill", 0.0)})
+        timings["steps"] = m["steps"] - m["plan"]
+        timings["conclusion"] = m["end"] - m["steps"]
+        timings["total"] = m["end"]
+        return Run(question=question, prompt=prompt, plan=d.plan, mode=d.mode, requested_mode=d.requested_mode,
+                   seed=settings["seed"], settings=settings, slots=d.slots, cache=d.cache, spans=d.spans,
+                   separator_len=len(self.separator), tokenizer=self.tokenizer, piece=self.piece, events=d.events,
+                   timings=timings, generation=generation)
+
+    # ----- rerun -------------------------------------------------------------------------
+    def rerun(self, run: Run, step, seed: int | None = None, text: str | None = None,
+              description: str | None = None, on_token=None) -> Run:
+        """Decode ``step`` again, with what depends on it and the conclusion; reuse the rest.
+
+        Dropped from the cache: the step, every step whose tokens see it under ``run.mode``
+        (its descendants for ``dag``; every later chunk for ``layered``; every later step for
+        ``sequential``) and the conclusion. Every other slot is kept as it is (the cache is
+        compacted), so untouched steps stay token-identical. ``seed=None`` uses
+        ``run.seed + generation + 1``; ``text`` forces the step's body; ``description`` writes
+        a new header line for the step (the plan in the prefix is what the model read and
+        stays; ``run.plan`` carries the new description). Returns a new :class:`Run`; ``run``
+        is left usable.
+        """
+        events = self._start_rerun(run, step, seed, text, description, emit=on_token is not None)
+        return _drain(events, on_token)
+
+    def _start_rerun(self, run: Run, step, seed, text, description, emit):
+        if not isinstance(run, Run):
+            raise TypeError(f"rerun takes a Run, not {type(run).__name__}")
+        if run._cache is None:
+            raise ValueError("this run's cache was released (run.release()); rerun needs it: run the question again")
+        sid = str(step).strip()
+        if sid not in run.plan:
+            raise KeyError(f"no step {step!r} in the run's plan; steps are {run.plan.ids}")
+        plan = run.plan
+        if description is not None:
+            if not isinstance(description, str) or "\n" in description or not description.strip():
+                raise ValueError("description must be one non-empty line of text")
+            from dataclasses import replace
+
+            plan = Plan([replace(s, description=description.strip()) if s.id == sid else s for s in plan.steps])
+        gen_no = run.generation + 1
+        settings = self._sampling(run.seed + gen_no if seed is None else seed, run.settings["temperature"],
+                                  run.settings["top_p"])
+        limits = (run.settings["max_plan_tokens"], run.settings["max_step_tokens"], run.settings["max_conclusion_tokens"])
+        settings.update(max_plan_tokens=limits[0], max_step_tokens=limits[1], max_conclusion_tokens=limits[2])
+        vis = segment_visibility(plan, run.mode)
+        index = {s: i + 1 for i, s in enumerate(plan.ids)}
+        later = plan.ids[plan.ids.index(sid) + 1:]  # (sequential's segment rule is all True; order cuts it)
+        drop = {sid} | {t for t in later if bool(vis[index[t], index[sid]])} | {"conclusion"}
+        forced = None if text is None else self.encode(text)
+        return self._decode_rerun(run, plan, sid, drop, forced, settings, limits, gen_no, emit)
+
+    def _decode_rerun(self, run: Run, plan, sid, drop, forced, settings, limits, gen_no, emit):
+        keep = [i for i, b in enumerate(run._slots.branch) if b not in drop]
+        with torch.inference_mode():
+            cache = select_slots(run._cache, torch.tensor(keep, device=self.device), self.model.config)
+        d = self._decoder(cache, run._slots.select(keep), settings, limits, emit)
+        d.calls = max(run._slots.call) + 1
+        d.requested_mode, d.prompt_len = run.requested_mode, None
+        d.spans = {k: v for k, v in run._spans.items() if k not in drop}
+        d.prefix_len = run.layout.prefix_len
+        seg = {s: i + 1 for i, s in enumerate(plan.ids)}
+        seg["prefix"] = 0
+        d.slot_seg = [seg[b] for b in d.slots.branch]
+        if forced is not None:
+            d.forced_bodies[sid] = forced
+        kept = [s for s in plan.ids if s not in drop]
+        d.marks.update(prefill=0.0, plan=0.0)
+        d.events.append({"kind": "rerun", "step": sid, "dropped": sorted(drop - {"conclusion"}, key=plan.ids.index),
+                         "kept_slots": len(keep), "seed": settings["seed"], "text": forced is not None,
+                         "description": plan[sid].description if plan[sid] != run.plan[sid] else None})
+        d.start_steps(plan, run.mode, done=kept, lens={s: run.layout.step_lens[s] for s in kept})
+        yield from d.loop()
+        return self._make_run(d, run.question, run.prompt, settings, gen_no,
+                              base_timings={"prefill": 0.0, "plan": 0.0})
+
+
+def _drain(events, on_token) -> Run:
+    """Run a decode generator to the end, handing each token event to ``on_token``."""
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            return stop.value
+        on_token(ev)
+
+
+__all__ = ["Engine", "Run", "RunStream", "TokenEvent", "default_model_path", "check_engine_mode", "SFT_REFUSED"]

@@ -1,0 +1,190 @@
+"""What a run leaves behind: its tokens, their cache slots, the text, the layout, timings.
+
+The cache holds slots in decode order (branches interleaved); a :class:`Run` maps each slot
+to its logical place: ``logical_index = segment start + offset within the branch``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from ..layout import Layout
+from ..plan import Plan
+from .kv import cache_bytes
+
+_ANSWER_RE = re.compile(r"answer(?:\s+is)?\s*[:：\-]?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
+
+
+def parse_answer(conclusion: str) -> str | None:
+    """The option letter of the last ``Answer: X`` in ``conclusion`` (``None`` when absent)."""
+    found = _ANSWER_RE.findall(conclusion)
+    return found[-1].upper() if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """One token as it enters the cache: what ``on_token`` receives and ``stream`` yields.
+
+    ``branch`` is ``"prefix"`` (plan included), a step id or ``"conclusion"``; ``time_s``
+    counts from the start of the run (or rerun).
+    """
+
+    branch: str
+    text: str
+    position: int
+    time_s: float
+    token_id: int
+    cache_index: int
+    forced: bool
+    forward_call: int
+
+
+@dataclass
+class Slots:
+    """Per cache slot, in cache order: which branch, where in it, and how it was decoded."""
+
+    branch: list = field(default_factory=list)
+    offset: list = field(default_factory=list)  # index within the branch's segment
+    position: list = field(default_factory=list)
+    token: list = field(default_factory=list)
+    forced: list = field(default_factory=list)
+    call: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.token)
+
+    def append(self, branch, offset, position, token, forced, call, time) -> None:
+        self.branch.append(branch)
+        self.offset.append(offset)
+        self.position.append(position)
+        self.token.append(token)
+        self.forced.append(forced)
+        self.call.append(call)
+        self.time.append(time)
+
+    def select(self, keep: list[int]) -> "Slots":
+        cols = {name: [getattr(self, name)[i] for i in keep] for name in self.__dataclass_fields__}
+        return Slots(**cols)
+
+
+class Run:
+    """A finished MedVerse run.
+
+    Attributes: ``plan`` (the plan executed), ``steps`` (step id -> body text), ``conclusion``
+    (text inside ``<Conclusion>``), ``answer`` (option letter or ``None``), ``text`` (whole
+    trace in logical order, prompt included; ``ml.parse_trace(run.text)`` reads it),
+    ``layout`` (an :class:`~medverse_lab.Layout` with the token ids), ``mode`` (the mode
+    decoded: the requested one, or ``sequential`` after a plan error), ``events``,
+    ``timings`` (seconds: ``prefill``, ``plan``, ``steps``, ``conclusion``, ``total``) and
+    ``tokens`` (a polars DataFrame, one row per token in logical order).
+
+    Memory: a run keeps its key/value cache so that :meth:`Engine.rerun` can reuse it:
+    ``2 x layers x kv_heads x head_dim x tokens x bytes per value`` (``run.cache_bytes``;
+    about 8 KiB per token for the 5M-parameter benchmark model in float32, 192 KiB per
+    token for a 14B Qwen2.5 in bfloat16). :meth:`release` frees it.
+    """
+
+    def __init__(self, *, question, prompt, plan: Plan, mode, requested_mode, seed, settings, slots: Slots,
+                 cache, spans, separator_len, tokenizer, piece, events, timings, generation=0):
+        self.question, self.prompt, self.plan, self.mode = question, prompt, plan, mode
+        self.requested_mode, self.seed, self.settings = requested_mode, seed, dict(settings)
+        self.events, self.timings, self.generation = events, timings, generation
+        self._slots, self._cache, self._spans = slots, cache, spans
+        self._tok, self._piece = tokenizer, piece
+        lens: dict[str, int] = {}
+        for b in slots.branch:
+            lens[b] = lens.get(b, 0) + 1
+        ids_by_cache = slots.token
+        self.layout = Layout(plan, lens.get("prefix", 0), {s: lens[s] for s in plan.ids},
+                             lens.get("conclusion", 0), separator_len, token_ids=[0] * len(slots))
+        start = {seg.branch: seg.start for seg in self.layout.segments}
+        self._logical = [start[b] + o for b, o in zip(slots.branch, slots.offset)]
+        ids = [0] * len(slots)
+        for i, t in zip(self._logical, ids_by_cache):
+            ids[i] = t
+        self.layout.token_ids = tuple(ids)
+
+    # ----- text ------------------------------------------------------------------------
+    def _decode(self, ids) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _span_text(self, branch: str) -> str:
+        seg, (a, b) = self.layout.segment(branch), self._spans[branch]
+        return self._decode(self.layout.token_ids[seg.start + a: seg.start + b])
+
+    @cached_property
+    def text(self) -> str:
+        """The whole trace in logical order (prompt, plan, steps in plan order, conclusion)."""
+        return self._decode(self.layout.token_ids)
+
+    @cached_property
+    def steps(self) -> dict[str, str]:
+        """Step id -> body text (between the header line and ``</Step>``)."""
+        return {sid: self._span_text(sid) for sid in self.plan.ids}
+
+    @cached_property
+    def conclusion(self) -> str:
+        """The text between ``<Conclusion>`` and ``</Conclusion>``."""
+        return self._span_text("conclusion")
+
+    @property
+    def answer(self) -> str | None:
+        """The option letter the conclusion chose (``Answer: B``), or ``None``."""
+        return parse_answer(self.conclusion)
+
+    @cached_property
+    def tokens(self):
+        """A polars DataFrame, one row per token in logical order: ``branch``,
+        ``logical_index``, ``cache_index``, ``position``, ``token_id``, ``text``, ``forced``,
+        ``forward_call``, ``time_s``."""
+        import polars as pl
+
+        s = self._slots
+        df = pl.DataFrame({
+            "branch": s.branch, "logical_index": self._logical, "cache_index": list(range(len(s))),
+            "position": s.position, "token_id": s.token, "text": [self._piece(t) for t in s.token],
+            "forced": s.forced, "forward_call": s.call, "time_s": s.time,
+        }, schema={"branch": pl.String, "logical_index": pl.Int64, "cache_index": pl.Int64, "position": pl.Int64,
+                   "token_id": pl.Int64, "text": pl.String, "forced": pl.Boolean, "forward_call": pl.Int64,
+                   "time_s": pl.Float64})
+        return df.sort("logical_index")
+
+    # ----- cache -----------------------------------------------------------------------
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the key/value cache this run holds (0 once released)."""
+        return cache_bytes(self._cache)
+
+    @property
+    def cache_len(self) -> int:
+        """Number of cache slots held (one per token while not released)."""
+        return 0 if self._cache is None else self._cache.get_seq_length()
+
+    def release(self) -> None:
+        """Drop the key/value cache (the run stays readable; :meth:`Engine.rerun` then refuses it)."""
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return (f"Run(mode={self.mode!r}, steps={len(self.plan)}, tokens={self.layout.T}, "
+                f"answer={self.answer!r}, total={self.timings.get('total', 0):.2f}s)")
+
+
+class RunStream:
+    """Iterate to receive :class:`TokenEvent` objects as tokens are decoded; afterwards
+    ``.run`` holds the finished :class:`Run`.
+
+    >>> stream = engine.stream("A 54-year-old ...")
+    >>> for ev in stream:
+    ...     print(ev.branch, ev.text)
+    >>> stream.run.answer
+    """
+
+    def __init__(self, events):
+        self._events = events
+        self.run: Run | None = None
+
+    def __iter__(self):
+        self.run = yield from self._events
