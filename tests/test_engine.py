@@ -189,6 +189,40 @@ def test_invalid_model_plan_falls_back_to_sequential(engines):
     assert run.timings["plan"] > 0
 
 
+@pytest.fixture(scope="module")
+def memorised(tokenizer, example_text):
+    """A tiny Qwen2 trained (plain causal, ~1 s) to recite the example trace after the prompt."""
+    from medverse_lab.prompt import build_prompt
+
+    engine = Engine(tiny_model("qwen2", len(tokenizer), seed=1), tokenizer)
+    text = build_prompt(tokenizer, Q) + example_text[len("<Think>\n"):]
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    opt = torch.optim.AdamW(engine.model.parameters(), lr=1e-2)
+    engine.model.train()
+    for _ in range(400):
+        loss = engine.model(input_ids=ids, labels=ids).loss
+        if loss.item() < 0.02:
+            break
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    engine.model.eval()
+    assert loss.item() < 0.02, f"the tiny model did not learn the trace (loss {loss.item():.3f})"
+    return engine
+
+
+def test_model_written_valid_plan_runs_in_parallel(memorised, example_text):
+    trace = ml.parse_trace(example_text)
+    run = memorised.run(Q, temperature=0, max_step_tokens=40, max_conclusion_tokens=8)
+    assert not [e for e in run.events if e["kind"] == "plan-error"]
+    assert run.mode == "dag" and run.plan == trace.plan
+    assert run.tokens.filter(run.tokens["branch"] == "prefix")["forced"].sum() < run.layout.prefix_len
+    assert_exact(memorised, run)
+    # a root step under dag sees the prefix from the prefix end, as in (causal) training
+    assert run.steps["1"] == trace.step_texts["1"]
+    assert run.timings["plan"] > 0 and ml.parse_trace(run.text).plan == trace.plan
+
+
 # ----- streaming ------------------------------------------------------------------------------
 def test_stream_and_on_token_report_every_decoded_token(engines, plan):
     engine = engines()

@@ -83,7 +83,7 @@ class Run:
 
     Memory: a run keeps its key/value cache so that :meth:`Engine.rerun` can reuse it:
     ``2 x layers x kv_heads x head_dim x tokens x bytes per value`` (``run.cache_bytes``;
-    about 8 KiB per token for the 5M-parameter benchmark model in float32, 192 KiB per
+    about 4 KiB per token for the 5M-parameter benchmark model in float32, 192 KiB per
     token for a 14B Qwen2.5 in bfloat16). :meth:`release` frees it.
     """
 
