@@ -105,6 +105,8 @@ class Decoder:
             grown = self.rows.new_empty(self.rows.shape[0], 2 * (n + q))
             grown[:, :n] = self.rows[:, :n]
             self.rows = grown
+        # transformers 5 hands a 4-D mask to attention untouched (masking_utils returns it as
+        # is), and eager *adds* it to the scores: so additive float, exactly [q, past + q]
         seg = torch.tensor(segs, device=self.rows.device)
         self.rows[:, n:n + q] = self.visadd[:, seg]  # the new slots' columns, for every segment
         if q == 1 and self.sees_all[segs[0]]:

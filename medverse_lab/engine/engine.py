@@ -162,9 +162,11 @@ class Engine:
 
     # ----- text helpers --------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no BOS/EOS added; tags become their single tokens)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids) -> str:
+        """Text of token ids, special tokens (the tags) included, spacing untouched."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def piece(self, token_id: int) -> str:
