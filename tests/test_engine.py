@@ -426,3 +426,44 @@ def test_tokenizer_without_tags(example_text):
     assert len(plain) == n0 + 12 and model.get_input_embeddings().weight.shape[0] >= len(plain)
     run = engine.run(Q, plan="Transient Step 1: a -> b; Dependency: []", temperature=0, **KW)
     assert_exact(engine, run)
+
+
+def test_stray_special_tokens_close_a_branch(tokenizer, plan):
+    """A model whose every logit is 0 picks token 0 (<pad>): inside a step or the
+    conclusion that is a stray special token, so the engine forces the close tag."""
+    model = tiny_model("llama", len(tokenizer))
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    engine = Engine(model, tokenizer)
+    run = engine.run(Q, plan=plan, temperature=0, **KW)
+    closes = {e["branch"]: e["reason"] for e in run.events if e["kind"] == "forced-close"}
+    assert closes == {**{s: "stray-token" for s in plan.ids}, "conclusion": "stray-token"}
+    assert run.steps == {s: "" for s in plan.ids} and run.conclusion == ""
+    assert ml.parse_trace(run.text).plan == plan and run.cache_len == run.layout.T
+    written = engine.run(Q, temperature=0, **KW)  # Phase I: </Plan> forced at once, empty plan
+    assert written.mode == "sequential" and any(e["kind"] == "plan-error" for e in written.events)
+
+
+def test_sampling_rules():
+    from medverse_lab.engine.sampling import sample
+
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9], [5.0, 0.0, 0.0, 0.0]])
+    assert sample(logits, 0, 0.95, None).tolist() == [1, 0]
+    g = torch.Generator().manual_seed(0)
+    assert all(sample(logits, 1.0, 1e-6, g).tolist() == [1, 0] for _ in range(20))  # top-p keeps the top token
+    draws = {tuple(sample(logits, 5.0, 1.0, g).tolist()) for _ in range(200)}
+    assert len(draws) > 4  # a high temperature spreads the draws
+
+
+def test_chat_template_prompt(tokenizer, plan):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    engine = Engine(tiny_model("qwen2", len(tok)), tok, system_prompt="You are a careful physician.")
+    run = engine.run(Q, plan=plan, temperature=0, **KW)
+    assert run.prompt == ("<|im_start|>system\nYou are a careful physician.<|im_end|>\n<|im_start|>user\n"
+                          f"Question:\n{Q}<|im_end|>\n<|im_start|>assistant\n<Think>\n")
+    assert run.text.startswith(run.prompt)
+    assert_exact(engine, run)
