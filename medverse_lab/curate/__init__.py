@@ -6,9 +6,22 @@ MedVerse training data.
 >>> plan = ml.curate.plan_from_paths(["1: A->B->D", "2: C->E->D"])
 >>> records = ml.curate.synthesize(100, seed=0, split="train")
 >>> ml.curate.write_jsonl(records, "train.jsonl")
+
+Modules: ``knowledge`` (the graph), ``paths`` (paths to plans), ``cases`` (sound cases and
+the train/test split), ``vignette`` and ``items`` (multiple-choice items), ``writer`` (the
+writer protocol and the template writer), ``synthesize`` (records), ``io`` (JSONL).
 """
 
+from .cases import Case, enumerate_cases, split_cases
 from .errors import CurationError
+from .io import read_records, write_jsonl
+from .knowledge import KNOWLEDGE_DIR, knowledge_table, load_knowledge
 from .paths import parse_path, paths_graph, plan_from_paths
+from .synthesize import build_record, make_questions, synthesize
+from .writer import TemplateWriter, Writer
 
-__all__ = ["CurationError", "parse_path", "paths_graph", "plan_from_paths"]
+__all__ = [
+    "CurationError", "load_knowledge", "knowledge_table", "KNOWLEDGE_DIR", "plan_from_paths", "parse_path",
+    "paths_graph", "Case", "enumerate_cases", "split_cases", "make_questions", "synthesize", "build_record",
+    "TemplateWriter", "Writer", "write_jsonl", "read_records",
+]
