@@ -14,6 +14,10 @@ from .plan import Plan, Step
 from .tokens import TAGS, add_medverse_tokens, tag_ids
 from .engine import Engine, Run
 from .topology import ENGINE_MODES, MODES, attention_mask, mask_diff, position_ids, segment_starts, segment_visibility
+from . import curate
+from .curate import CurationError
+from .check import check_dataset
+from .questions import load_questions
 
 __version__ = "0.1.0"
 
@@ -22,4 +26,5 @@ __all__ = [
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
+    "curate", "check_dataset", "load_questions", "CurationError",
 ]

@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "inspect": ("medverse_lab.inspect", "show a trace's plan, Petri net, masks and positions"),
     "train": ("medverse_lab.train", "topology-aware fine-tuning (reproduces the teaching model from a seed)"),
+    "check": ("medverse_lab.check", "check a MedVerse dataset (tags, plans, steps, answers); exit 1 on errors"),
 }
 
 

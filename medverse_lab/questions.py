@@ -107,10 +107,19 @@ def normalize_options(options, where: str = "record") -> dict[str, str]:
     return {k: v.strip() for k, v in parsed.items()}
 
 
-def resolve_key(record: dict, options: dict[str, str], where: str = "record") -> str | None:
+def resolve_key(record: dict, options: dict[str, str] | None, where: str = "record") -> str | None:
     """The key's letter from ``answer_idx``, or from ``answer`` (a letter, ``"C. text"``
     or an option's text); ``None`` when the record has neither. Raises ``ValueError``
-    naming ``where`` when the key is not an option or the two fields disagree."""
+    naming ``where`` when the key is not an option or the two fields disagree.
+
+    With ``options=None`` (unknown), any letter A-J is accepted and ``answer`` counts
+    only when it starts with one."""
+    if options is None:
+        for value in (record.get("answer_idx"), record.get("answer")):
+            m = _LETTER_KEY.match(str(value)) if isinstance(value, str) and value.strip() else None
+            if m:
+                return m.group(1).upper()
+        return None
     idx = record.get("answer_idx")
     letter = None
     if idx not in (None, ""):
