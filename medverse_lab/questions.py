@@ -21,7 +21,7 @@ LETTERS = "ABCDEFGHIJ"
 _KEY_FIELDS = {"id", "question", "Question", "options", "Options", "answer_idx", "answer", "messages"}
 _OPTION_LINE = re.compile(r"^\s*\(?([A-J])\)?[.):]\s*(.*\S)\s*$")
 _LETTER_KEY = re.compile(r"^\s*\(?([A-Ja-j])\)?(?:\s*[.):]\s*(.*?))?\s*$", re.DOTALL)
-_ANSWER_RE = re.compile(r"answer(?:\s+is)?\s*[:：\-]?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
+_ANSWER_RE = re.compile(r"(?i:answer(?:\s+is)?)\s*[:：\-]?\s*\(?([A-J])\)?(?![A-Za-z])")
 
 
 @dataclass
@@ -73,9 +73,10 @@ def _options_from_text(text: str) -> dict[str, str]:
 
 
 def parse_answer(text: str) -> str | None:
-    """The letter of the last ``Answer: X`` (or ``answer is X``) in ``text``, else ``None``."""
+    """The letter of the last ``Answer: X`` (or ``answer is (X)``) in ``text``, else
+    ``None``. The letter must be a capital A-J, so "the answer is a ..." is no answer."""
     found = _ANSWER_RE.findall(text or "")
-    return found[-1].upper() if found else None
+    return found[-1] if found else None
 
 
 def _norm(text: str) -> str:
@@ -83,8 +84,9 @@ def _norm(text: str) -> str:
 
 
 def normalize_options(options, where: str = "record") -> dict[str, str]:
-    """Options as ``{letter: text}`` from a dict, a list or ``"A. ..."`` lines; raises
-    ``ValueError`` naming ``where`` when they are not 2-10 non-empty options lettered A-J."""
+    """Options as ``{letter: text}`` from a dict, a list or ``"A. ..."`` lines, each text on
+    one line (whitespace collapsed); raises ``ValueError`` naming ``where`` when they are
+    not 2-10 non-empty options lettered A-J."""
     if isinstance(options, str):
         parsed = _options_from_text(options)
     elif isinstance(options, dict):
@@ -104,7 +106,7 @@ def normalize_options(options, where: str = "record") -> dict[str, str]:
         raise ValueError(f"{where}: option(s) {empty} have no text")
     if len(parsed) < 2:
         raise ValueError(f"{where}: a multiple-choice question needs at least 2 options, got {len(parsed)}")
-    return {k: v.strip() for k, v in parsed.items()}
+    return {k: " ".join(v.split()) for k, v in parsed.items()}
 
 
 def resolve_key(record: dict, options: dict[str, str] | None, where: str = "record") -> str | None:
