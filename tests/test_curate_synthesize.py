@@ -152,3 +152,39 @@ def test_wrong_writer_or_arguments_raise_curation_error():
         synthesize(1, split="validation")
     with pytest.raises(CurationError, match="non-negative integer"):
         synthesize(-1)
+
+
+def test_distractors_are_safe(graph, train):
+    from medverse_lab.curate.items import conflicts
+
+    treats = {}
+    for d in nodes_of(graph, "diagnosis"):
+        for rel in ("managed_with", "confirmed_by"):
+            for t in targets(graph, d, rel):
+                treats.setdefault(t, set()).add(d)
+    for r in train:
+        sex = "female" if re.search(r"-old (woman|girl)", r["question"]) else "male"
+        conditions = set(graph.predecessors(r["diagnosis"]))
+        case_conditions = {targets(graph, f, "indicates")[0] for f in r["case"].split("|")[1:]}
+        assert case_conditions <= conditions
+        for letter, text in r["options"].items():
+            if letter == r["answer_idx"]:
+                continue
+            owners = {text} if r["qtype"] == "diagnosis" else treats[text]
+            assert any(graph.nodes[o]["sex"] in ("any", sex) for o in owners), (r["id"], text)
+            if r["qtype"] != "diagnosis":  # not a treatment of part of the picture, nor a near-synonym
+                assert not conflicts(text, r["answer"]), (r["id"], text)
+                assert all(not case_conditions & set(graph.predecessors(o)) for o in owners), (r["id"], text)
+
+
+def test_every_case_and_item_kind_has_enough_distractors(graph):
+    import random
+
+    from medverse_lab.curate import enumerate_cases
+    from medverse_lab.curate.items import distractors, qtypes_for
+
+    for case in enumerate_cases(graph)[::3]:
+        for qtype in qtypes_for(graph, case):
+            for sex in ("female", "male"):
+                if graph.nodes[case.diagnosis]["sex"] in ("any", sex):
+                    assert len(distractors(graph, case, qtype, sex, 4, random.Random(0))) == 4

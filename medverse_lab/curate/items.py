@@ -5,8 +5,8 @@ Three kinds of item (``qtype``): ``diagnosis`` (the key is the case's diagnosis)
 Distractors are other diagnoses of the graph (or their treatments or tests), the most
 plausible first. A diagnosis distractor is supported by some of the case's conditions
 where possible, then of the same specialty, but never by all of them. A treatment or test
-distractor belongs to a diagnosis that shares no condition with the case (so it does not
-also treat part of the picture), of the same specialty where possible, and never shares a
+distractor belongs only to diagnoses that share no condition with the case (so it does
+not also treat part of the picture), of the same specialty where possible, and never shares a
 content word or drug class with the key. No distractor is for a patient of the other sex (so "NSAID analgesia" is no distractor for "NSAID plus
 colchicine", nor "oral penicillin V" for "empirical antibiotic therapy").
 """
@@ -20,7 +20,7 @@ import networkx as nx
 
 from ..questions import LETTERS, Question
 from .cases import Case, supported
-from .knowledge import nodes_of, targets
+from .knowledge import nodes_of, sources, targets
 from .vignette import STEMS, patient, vignette
 
 QTYPES = ("diagnosis", "management", "test")
@@ -108,8 +108,10 @@ def distractors(g: nx.MultiDiGraph, case: Case, qtype: str, sex: str, n: int, rn
     for *_, other in sorted(ranked):
         texts = [other] if qtype == "diagnosis" else targets(g, other, RELATION[qtype])
         for text in texts[:1]:
-            if text in taken_by_key or text in out or (qtype != "diagnosis" and conflicts(text, key)) \
-                    or any(qtype != "diagnosis" and conflicts(text, o) for o in out):
+            if text in taken_by_key or text in out:
+                continue
+            if qtype != "diagnosis" and (conflicts(text, key) or any(conflicts(text, o) for o in out) or any(
+                    o in supported(g, c) for o in sources(g, text, RELATION[qtype]) for c in case.conditions)):
                 continue
             out.append(text)
         if len(out) == n:
