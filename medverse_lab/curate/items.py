@@ -3,12 +3,15 @@
 Three kinds of item (``qtype``): ``diagnosis`` (the key is the case's diagnosis),
 ``management`` (its ``managed_with`` treatment) and ``test`` (its ``confirmed_by`` test).
 Distractors are other diagnoses of the graph (or their treatments or tests), the most
-plausible first. A diagnosis distractor is supported by some of the case's conditions
-where possible, then of the same specialty, but never by all of them. A treatment or test
-distractor belongs only to diagnoses that share no condition with the case (so it does
-not also treat part of the picture), of the same specialty where possible, and never shares a
-content word or drug class with the key. No distractor is for a patient of the other sex (so "NSAID analgesia" is no distractor for "NSAID plus
-colchicine", nor "oral penicillin V" for "empirical antibiotic therapy").
+plausible first, and never for a patient of the other sex:
+
+- a diagnosis distractor is supported by some of the case's conditions where possible,
+  then of the same specialty, but never by all of them;
+- a treatment or test distractor belongs only to diagnoses that share no condition with
+  the case (so it does not also treat part of the picture), of the same specialty where
+  possible, and shares no content word or drug class with the key or with another
+  distractor (so "NSAID analgesia" is no distractor for "NSAID plus colchicine", nor
+  "penicillin or amoxicillin" for "empirical antibiotic therapy").
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ _STOP = {"and", "or", "with", "plus", "then", "before", "after", "a", "an", "the
          "immediate", "therapy", "test", "testing", "level", "single", "dose", "management", "such", "as",
          "positive", "elevated", "high", "low", "new", "100"}
 _CLASSES = {
-    "<antibacterial>": {"antibiotic", "ripe", "penicillin", "amoxicillin", "ciprofloxacin", "nitrofurantoin", "doxycycline",
-                        "vancomycin", "ceftriaxone", "fidaxomicin", "rifampin", "isoniazid", "pyrazinamide",
-                        "ethambutol"},
+    "<antibacterial>": {"antibiotic", "ripe", "penicillin", "amoxicillin", "ciprofloxacin", "nitrofurantoin",
+                        "doxycycline", "vancomycin", "ceftriaxone", "fidaxomicin", "rifampin", "isoniazid",
+                        "pyrazinamide", "ethambutol"},
     "<steroid>": {"glucocorticoid", "corticosteroid", "prednisone", "dexamethasone", "hydrocortisone",
                   "fludrocortisone", "steroid"},
     "<anti-inflammatory>": {"nsaid", "aspirin", "colchicine"},
