@@ -323,7 +323,8 @@ def test_run_object(engines, plan):
     sampled = run.tokens.filter(~run.tokens["forced"]).group_by("branch").len()
     assert dict(sampled.iter_rows())["1"] == KW["max_step_tokens"]  # then </Step> was forced
     assert parse_answer("Inferior STEMI ... primary PCI. Answer: C") == "C"
-    assert parse_answer("the answer is (b)") == "B" and parse_answer("no letter here") is None
+    assert parse_answer("the answer is (B)") == "B" and parse_answer("no letter here") is None
+    assert parse_answer("the answer is a combination of both") is None  # a capital letter only
 
 
 # ----- errors before any decoding ------------------------------------------------------------

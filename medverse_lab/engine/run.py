@@ -6,22 +6,13 @@ to its logical place: ``logical_index = segment start + offset within the branch
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..layout import Layout
 from ..plan import Plan
+from ..questions import parse_answer
 from .kv import cache_bytes
-
-_ANSWER_RE = re.compile(r"answer(?:\s+is)?\s*[:：\-]?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
-
-
-def parse_answer(conclusion: str) -> str | None:
-    """The option letter of the last ``Answer: X`` in ``conclusion`` (``None`` when absent)."""
-    found = _ANSWER_RE.findall(conclusion)
-    return found[-1].upper() if found else None
-
 
 @dataclass(frozen=True, slots=True)
 class TokenEvent:
