@@ -1,0 +1,80 @@
+"""``medverse-lab run "QUESTION"``: answer a question with the engine, printing the plan,
+each step as it finishes, the answer, and the Phase II speedup over ``sequential``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "question.txt"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("question", nargs="?", help="the question text, options included ('A. ...' lines); "
+                        "default: a shipped held-out synthetic question")
+    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
+    parser.add_argument("--mode", help="dag, layered, speculative or sequential (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    parser.add_argument("--device")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the sequential rerun that measures the speedup")
+
+
+def main(args) -> int:
+    from . import Engine
+
+    engine = Engine.load(args.model, device=args.device)
+    out = sys.stdout
+    print(f"{engine}\n", file=out)
+    if args.question is None:
+        args.question = EXAMPLE.read_text(encoding="utf-8").strip()
+        print(f"Question (a held-out synthetic example):\n{args.question}\n", file=out)
+    stream = engine.stream(args.question, mode=args.mode, seed=args.seed, temperature=args.temperature)
+    pieces: dict[str, list[str]] = {"prefix": []}
+    plan_shown = False
+    for ev in stream:
+        if ev.branch == "prefix":
+            pieces["prefix"].append(ev.text)
+            continue
+        if not plan_shown:  # the first step token: the plan is complete
+            plan = written_plan("".join(pieces["prefix"]))
+            if plan is not None:
+                print(f"Plan ({len(plan)} steps, width {plan.width}):", file=out)
+                for s in plan.steps:
+                    print(f"  {s.id}. {s.description}   <- {list(s.deps) or 'question'}", file=out)
+                print(file=out)
+            plan_shown = True
+        pieces.setdefault(ev.branch, []).append(ev.text)
+        if ev.text == "</Step>":
+            body = "".join(pieces[ev.branch]).split("\n", 1)[-1].removesuffix("</Step>").strip()
+            print(f"[{ev.time_s:6.2f}s] step {ev.branch} done: {body}", file=out, flush=True)
+    run = stream.run
+    for e in run.events:
+        if e["kind"] == "plan-error":
+            print(f"\nThe model's plan did not validate; decoded sequentially instead:\n{e['error']}", file=out)
+    print(f"\nConclusion: {run.conclusion.strip()}", file=out)
+    print(f"Answer: {run.answer or '(none)'}", file=out)
+    t = run.timings
+    print(f"Mode {run.mode}: plan {t['plan']:.2f}s, steps {t['steps']:.2f}s, conclusion {t['conclusion']:.2f}s",
+          file=out)
+    if not args.no_compare and run.mode != "sequential":
+        seq = engine.run(args.question, mode="sequential", plan=run.plan, seed=args.seed,
+                         temperature=args.temperature)
+        print(f"Phase II speedup over sequential on the same plan: {seq.timings['steps'] / t['steps']:.2f}x "
+              f"({seq.timings['steps']:.2f}s -> {t['steps']:.2f}s)", file=out)
+    return 0
+
+
+def written_plan(text: str):
+    """The valid plan inside ``<Plan>...</Plan>`` of ``text``, else ``None`` (the run's
+    events then hold the PlanError)."""
+    from ..errors import PlanError
+    from ..plan import Plan
+
+    if "<Plan>" not in text or "</Plan>" not in text:
+        return None
+    try:
+        return Plan.from_outline(text).validate()
+    except PlanError:
+        return None

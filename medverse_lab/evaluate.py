@@ -1,0 +1,116 @@
+"""Evaluation: run an engine over multiple-choice questions in several modes.
+
+    table, summary = ml.evaluate(engine, "medqa_test.jsonl", modes=("dag", "sequential"), n=50)
+
+``table`` has one row per (question, mode); ``summary`` one row per mode: accuracy, plan
+validity, mean steps and width, tokens, and the Phase II time. When ``sequential`` is
+among the modes, each other mode's Phase II speedup over it is in the summary too (same
+questions, same model, same seed).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from .topology import ENGINE_MODES, check_mode
+
+
+def _questions(questions, n):
+    from .questions import load_questions
+
+    qs = load_questions(questions) if isinstance(questions, (str, bytes)) or hasattr(questions, "__fspath__") \
+        else [q if hasattr(q, "options") else load_questions([q])[0] for q in questions]
+    return qs[:n] if n is not None else qs
+
+
+def evaluate(engine, questions, modes=("dag", "sequential"), n: int | None = None, seed: int = 0,
+             temperature: float = 0.0, progress: bool = True, **run_kwargs) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Run ``engine`` on ``questions`` (a JSONL path, records, or Question objects) in each
+    of ``modes``; returns ``(table, summary)`` polars DataFrames.
+
+    ``n`` takes the first n questions. Greedy by default (``temperature=0``); other keywords
+    go to :meth:`Engine.run`. A run that raises is recorded with its error, not fatal.
+    """
+    from .questions import format_question
+
+    modes = tuple(check_mode(m, ENGINE_MODES) for m in modes)
+    if not modes:
+        raise ValueError("modes is empty: name at least one of " + ", ".join(ENGINE_MODES))
+    qs = _questions(questions, n)
+    rows = []
+    bar = tqdm(total=len(qs) * len(modes), desc="evaluate", disable=not progress, mininterval=1.0)
+    for q in qs:
+        text = format_question(q)
+        for mode in modes:
+            row = {"question_id": str(q.id), "mode": mode, "answer": q.answer}
+            try:
+                run = engine.run(text, mode=mode, seed=seed, temperature=temperature, **run_kwargs)
+            except Exception as exc:  # noqa: BLE001 - a bad question must not end an evaluation
+                row.update(error=f"{type(exc).__name__}: {exc}")
+                rows.append(row)
+                bar.update()
+                continue
+            plan_error = next((e for e in run.events if e.get("kind") == "plan-error"), None)
+            row.update(
+                predicted=run.answer, correct=run.answer is not None and run.answer == q.answer,
+                plan_valid=plan_error is None, decoded_mode=run.mode, steps=len(run.plan),
+                width=run.plan.width if len(run.plan) else 0, tokens=run.layout.T,
+                forward_calls=int(run.tokens["forward_call"].max() or 0),
+                time_plan=run.timings.get("plan", 0.0), time_steps=run.timings.get("steps", 0.0),
+                time_conclusion=run.timings.get("conclusion", 0.0), time_total=run.timings.get("total", 0.0),
+                error=None,
+            )
+            rows.append(row)
+            bar.update()
+    bar.close()
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    return table, summarize(table)
+
+
+def summarize(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per mode: n, accuracy, plan_valid, mean steps/width/tokens, Phase II seconds,
+    and (with a ``sequential`` row) the Phase II speedup over ``sequential``."""
+    ok = table.filter(pl.col("error").is_null()) if "error" in table.columns else table
+    summary = ok.group_by("mode", maintain_order=True).agg(
+        pl.len().alias("n"),
+        pl.col("correct").mean().alias("accuracy"),
+        pl.col("plan_valid").mean().alias("plan_valid"),
+        pl.col("steps").mean().alias("mean_steps"),
+        pl.col("width").mean().alias("mean_width"),
+        pl.col("tokens").mean().alias("mean_tokens"),
+        pl.col("time_steps").sum().alias("steps_seconds"),
+    )
+    if "sequential" in summary["mode"].to_list():
+        seq = summary.filter(pl.col("mode") == "sequential")["steps_seconds"][0]
+        summary = summary.with_columns((seq / pl.col("steps_seconds")).alias("phase2_speedup"))
+    return summary
+
+
+# ----- command line -------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="JSONL multiple-choice questions (options dict, key in answer_idx or answer)")
+    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
+    parser.add_argument("--modes", default="dag,sequential", help="comma-separated (default dag,sequential)")
+    parser.add_argument("-n", type=int, help="only the first N questions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the per-question table (.csv, .parquet or .jsonl)")
+    parser.add_argument("--device")
+
+
+def main(args) -> int:
+    from .engine import Engine
+
+    engine = Engine.load(args.model, device=args.device)
+    table, summary = evaluate(engine, args.file, modes=tuple(args.modes.split(",")), n=args.n, seed=args.seed)
+    with pl.Config(tbl_cols=-1, tbl_width_chars=160):
+        print(summary)
+    if args.out:
+        writer = {".csv": table.write_csv, ".parquet": table.write_parquet, ".jsonl": table.write_ndjson}
+        suffix = args.out[args.out.rfind("."):]
+        if suffix not in writer:
+            raise ValueError(f"--out {args.out}: use .csv, .parquet or .jsonl")
+        writer[suffix](args.out)
+        print(f"wrote {len(table)} rows to {args.out}")
+    return 0
