@@ -185,10 +185,33 @@ def test_every_problem_is_listed_not_only_the_first():
     assert str(err).startswith("3 problems found")
 
 
-def test_every_kind_is_documented():
-    for kind in ["unknown-dependency", "forward-dependency", "cycle", "self-dependency", "duplicate-step",
-                 "unclosed-block", "not-planned", "not-executed", "header-mismatch"]:
-        assert kind in ml.PROBLEM_KINDS
+BAD = {  # one input per problem kind
+    "empty-plan": _trace("", ""),
+    "bad-step-id": ml.Plan([ml.Step("x", "a")]),
+    "duplicate-step": _trace(_line(1, "a", "") + "\n" + _line(1, "b", ""), _block(1, "a")),
+    "unknown-dependency": _trace(_line(1, "a", "4"), _block(1, "a")),
+    "forward-dependency": _trace(_line(1, "a", "2") + "\n" + _line(2, "b", ""), _block(1, "a") + _block(2, "b")),
+    "step-order": ml.Plan([ml.Step(2, "a"), ml.Step(1, "b")]),
+    "self-dependency": _trace(_line(1, "a", "1"), _block(1, "a")),
+    "cycle": ml.Plan([ml.Step(1, "a", [2]), ml.Step(2, "b", [1])]),
+    "bad-outline": _trace("Transient Step 1 a", _block(1, "a")),
+    "bad-header": _trace(_line(1, "a", ""), "<Step> a\nb\n</Step>\n"),
+    "header-mismatch": _trace(_line(1, "a", ""), _block(1, "z")),
+    "missing-section": "<Think>\n",
+    "unclosed-block": _trace(_line(1, "a", ""), "<Step> Transient Step 1: a\nb\n"),
+    "unmatched-close": _trace(_line(1, "a", ""), _block(1, "a") + "</Step>\n"),
+    "not-planned": _trace(_line(1, "a", ""), _block(1, "a") + _block(2, "b")),
+    "not-executed": _trace(_line(1, "a", "") + "\n" + _line(2, "b", ""), _block(1, "a")),
+    "duplicate-execution": _trace(_line(1, "a", ""), _block(1, "a") + _block(1, "a")),
+    "execution-order": _trace(_line(1, "a", "") + "\n" + _line(2, "b", ""), _block(2, "b") + _block(1, "a")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ml.PROBLEM_KINDS))
+def test_every_documented_kind_is_reported(kind):
+    bad = BAD[kind]
+    kinds = [p.kind for p in bad.problems()] if isinstance(bad, ml.Plan) else _error(bad).kinds
+    assert kind in kinds
 
 
 def test_parse_trace_rejects_non_text():
