@@ -21,10 +21,21 @@ from .questions import load_questions
 
 __version__ = "0.1.0"
 
+_WIDGETS = ("PlanEditor",)
+
+
+def __getattr__(name):
+    # widgets load anywidget and ipywidgets: import them on first use only
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'medverse_lab' has no attribute {name!r}")
+
 __all__ = [
     "Plan", "Step", "PetriNet", "Trace", "StepBlock", "parse_trace", "make_trace",
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
-    "curate", "check_dataset", "load_questions", "CurationError",
+    "curate", "check_dataset", "load_questions", "CurationError", "PlanEditor",
 ]

@@ -1,0 +1,8 @@
+"""Jupyter widgets (anywidget): Python owns the state, small ES modules draw it.
+
+The front end is built from ``widgets/`` in the repository into ``medverse_lab/static/``.
+"""
+
+from .plan_editor import PlanEditor, petri_layout
+
+__all__ = ["PlanEditor", "petri_layout"]

@@ -1,0 +1,127 @@
+"""PlanEditor in a real JupyterLab: draw, edit by clicking and typing, undo, read the
+state back from the kernel; untrusted text stays text; two views; both themes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+SETUP = """\
+import medverse_lab as ml
+plan = ml.Plan([ml.Step("1", "chest pain + ST elevation -> STEMI"), ml.Step("2", "troponin rise -> necrosis"),
+                ml.Step("3", "STEMI + necrosis -> primary PCI", ["1", "2"])])
+editor = ml.PlanEditor(plan)
+editor"""
+STATE = "print(json.dumps({'plan': json.loads(editor.plan.to_json()), 'errors': editor.errors}))"
+EVIL = '<img src=x onerror="window.__pwned = 1"><script>window.__pwned = 2</script>'
+
+
+def state(nb, cell) -> dict:
+    return json.loads(nb.run(cell).strip().splitlines()[-1])
+
+
+def step(view, sid):
+    return view.locator(f".mv-transition[data-step='{sid}']")
+
+
+def test_edit_a_plan_by_clicking_and_typing(notebook, artifacts):
+    nb = notebook([SETUP, "import json\n" + STATE, STATE])
+    nb.run(0)
+    view = nb.panel.locator(".mv-plan-editor")
+    step(view, "3").wait_for()
+    assert view.locator(".mv-transition").count() == 3
+    assert view.locator(".mv-place").count() == 4  # source + one per step
+    assert view.locator("[data-place='source'] .mv-token").count() == 1
+    assert view.locator(".mv-arc").count() == 7
+    assert "mv-enabled" in step(view, "1").get_attribute("class")
+
+    view.get_by_role("button", name="+ Step").click()
+    step(view, "4").wait_for()
+    view.locator("textarea.mv-desc").fill("PCI -> reperfusion")
+    view.get_by_role("button", name="Link steps").click()
+    step(view, "3").click()
+    step(view, "4").click()
+    nb.page.wait_for_function(
+        "document.querySelectorAll('.mv-plan-editor .mv-arc[data-from=\"p2\"][data-to=\"t3\"]').length === 1")
+
+    # step 1 depending on step 4 closes a cycle: shown at step 1, the plan stays valid in Python
+    step(view, "4").click()
+    step(view, "1").click()
+    view.locator(".mv-problems li[data-kind='cycle']").wait_for()
+    assert "mv-error" in step(view, "1").get_attribute("class")
+    assert "cycle" in view.locator(".mv-problems").inner_text()
+    s = state(nb, 1)
+    assert [e["kind"] for e in s["errors"]] == ["cycle"]
+    assert s["plan"]["steps"][3] == {"id": "4", "description": "PCI -> reperfusion", "deps": ["3"]}
+    nb.page.screenshot(path=str(artifacts / "plan_editor-invalid-light.png"))
+
+    view.get_by_role("button", name="Undo").click()
+    view.locator(".mv-problems li").wait_for(state="detached")
+    assert "Valid plan: 4 steps" in view.locator(".mv-status").inner_text()
+    s = state(nb, 2)
+    assert s["errors"] == []
+    assert [st["deps"] for st in s["plan"]["steps"]] == [[], [], ["1", "2"], ["3"]]
+
+    view.get_by_role("button", name="Fire frontier").click()
+    nb.page.wait_for_function("document.querySelectorAll('.mv-plan-editor .mv-transition.mv-fired').length === 2")
+    assert view.locator("[data-place='done:1'] .mv-token").count() == 1
+    view.screenshot(path=str(artifacts / "plan_editor-light.png"))
+    nb.set_theme("JupyterLab Dark")
+    try:
+        view.screenshot(path=str(artifacts / "plan_editor-dark.png"))
+        bg = view.evaluate("el => getComputedStyle(el).backgroundColor")
+        fg = view.evaluate("el => getComputedStyle(el.querySelector('.mv-step-id')).fill")
+        assert bg != fg
+        assert _luminance(bg) < 0.3 < _luminance(fg)
+    finally:
+        nb.set_theme("JupyterLab Light")
+    assert nb.page.js_errors == []
+
+
+def _luminance(css: str) -> float:
+    import re
+
+    r, g, b = (int(v) for v in re.findall(r"\d+", css)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def test_descriptions_render_literally_and_run_nothing(notebook):
+    setup = SETUP.replace('"troponin rise -> necrosis"', repr(EVIL))
+    nb = notebook([setup, "import json\n" + STATE])
+    nb.run(0)
+    view = nb.panel.locator(".mv-plan-editor")
+    step(view, "2").click()
+    assert view.locator("textarea.mv-desc").input_value() == EVIL
+    assert view.locator("img").count() == 0 and view.locator("script").count() == 0
+    assert "<img src=x" in step(view, "2").locator("title").text_content()
+    # a description typed in the browser is untrusted too
+    step(view, "1").click()
+    view.locator("textarea.mv-desc").fill(EVIL + " typed")
+    nb.page.wait_for_function(
+        "[...document.querySelectorAll('.mv-plan-editor .mv-transition[data-step=\"1\"] title')]"
+        ".some(t => t.textContent.includes('typed'))")
+    nb.page.wait_for_timeout(500)
+    assert nb.page.evaluate("window.__pwned") is None
+    assert view.locator("img").count() == 0
+    assert state(nb, 1)["plan"]["steps"][0]["description"] == EVIL + " typed"
+
+
+def test_two_views_of_one_editor_both_work(notebook):
+    two = SETUP.removesuffix("editor") + "display(editor)\ndisplay(editor)"
+    nb = notebook([two, "import json\n" + STATE])
+    nb.run(0)
+    views = nb.panel.locator(".mv-plan-editor")
+    step(views.nth(1), "3").wait_for()
+    assert views.count() == 2
+    views.nth(0).get_by_role("button", name="+ Step").click()
+    step(views.nth(1), "4").wait_for()
+    views.nth(1).get_by_role("button", name="Link steps").click()
+    step(views.nth(1), "2").click()
+    step(views.nth(1), "4").click()
+    nb.page.wait_for_function(
+        "[...document.querySelectorAll('.mv-plan-editor')].every("
+        "v => v.querySelectorAll('.mv-arc[data-from=\"p1\"][data-to=\"t3\"]').length === 1)")
+    assert state(nb, 1)["plan"]["steps"][3]["deps"] == ["2"]
