@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--out", default="runs")
     ap.add_argument("--train-n", type=int, default=20000)
     ap.add_argument("--test-n", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--eval-n", type=int, default=200, help="held-out questions to decode per model and mode")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="dag,sequential", help="training modes, comma-separated")

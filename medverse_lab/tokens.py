@@ -62,19 +62,32 @@ def add_medverse_tokens(tokenizer, model=None) -> dict[str, int]:
     return ids
 
 
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2):
     """Train a byte-level BPE tokenizer with the 12 tags as special tokens.
+
+    Pre-tokenization is Qwen2's (NFC, its split regex with single digits, then byte-level),
+    because ``AutoTokenizer`` rebuilds the tokenizer of a Qwen2 checkpoint that way from its
+    vocabulary and merges: trained any other way, a reloaded tokenizer would cut text
+    differently from the one the model was trained with.
 
     Returns a ``transformers.PreTrainedTokenizerFast`` (pad ``<pad>``, eos ``<|endoftext|>``,
     and the ChatML markers of the plain prompt as single tokens) that decodes back to the
     exact text it encoded.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", *TAGS]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
