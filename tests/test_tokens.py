@@ -50,3 +50,13 @@ def test_tags_become_single_tokens_initialised_from_their_pieces(family, example
 def test_tag_ids_of_a_medverse_tokenizer(tokenizer):
     ids = ml.tag_ids(tokenizer)
     assert list(ids) == list(ml.TAGS) and len(set(ids.values())) == 12
+
+
+def test_a_trained_tokenizer_reloads_unchanged_with_a_qwen2_checkpoint(tokenizer, example_text, tmp_path):
+    from transformers import AutoTokenizer, Qwen2Config
+
+    tokenizer.save_pretrained(tmp_path)
+    Qwen2Config(vocab_size=len(tokenizer)).save_pretrained(tmp_path)  # AutoTokenizer follows the model type
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = example_text + "\nHbA1c 9.1%, K+ 6.1 mmol/L, 120/80 mmHg; Dependency: [1, 12]"
+    assert reloaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
