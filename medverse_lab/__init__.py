@@ -21,7 +21,7 @@ from .questions import load_questions
 
 __version__ = "0.1.0"
 
-_WIDGETS = ("PlanEditor",)
+_WIDGETS = ("PlanEditor", "MaskInspector")
 
 
 def __getattr__(name):
@@ -37,5 +37,5 @@ __all__ = [
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
-    "curate", "check_dataset", "load_questions", "CurationError", "PlanEditor",
+    "curate", "check_dataset", "load_questions", "CurationError", "PlanEditor", "MaskInspector",
 ]

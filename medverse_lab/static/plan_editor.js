@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:f4d537a13403617680d02e444de179fd2c83a7674c18879b447787fb48381198 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:6f7c39e32288057506f48de6af64d576b031ede4653b081f970956f60992c1d6 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";

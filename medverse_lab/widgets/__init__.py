@@ -3,6 +3,7 @@
 The front end is built from ``widgets/`` in the repository into ``medverse_lab/static/``.
 """
 
+from .mask_inspector import MaskInspector, explain
 from .plan_editor import PlanEditor, petri_layout
 
-__all__ = ["PlanEditor", "petri_layout"]
+__all__ = ["PlanEditor", "petri_layout", "MaskInspector", "explain"]

@@ -1,0 +1,261 @@
+"""MaskInspector: a run's (or a layout's) attention mask and position ids, every mode.
+
+The T x T mask travels bit-packed (:func:`~._shared.pack_bits`), positions as int32
+bytes; the view draws them on a canvas. Clicking a cell asks Python why token q can or
+cannot see token k under the mode: :func:`explain` answers from the layout alone, with
+the same rules :mod:`medverse_lab.topology` builds the masks from.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anywidget
+import torch
+import traitlets as t
+
+from ..layout import Layout
+from ..topology import MODES, attention_mask, check_mode, position_ids
+from ._shared import CSS, STATIC, int32_bytes, pack_bits
+
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.long)
+
+DESCRIPTIONS = {
+    "dag": "a step sees the prefix, its ancestors and its own past",
+    "layered": "a step sees the prefix, every earlier chunk and its own past (the public training rule)",
+    "speculative": "a step sees the prefix and its own past (what the public engine runs)",
+    "sequential": "plain causal: every earlier token",
+    "medverse-sft": "the public training collator, bit for bit (siblings read each other through separators)",
+}
+
+
+def _dependency_path(plan, src: str, dst: str) -> list[str] | None:
+    """A shortest path of dependencies src -> ... -> dst, or None."""
+    prev, todo = {src: None}, deque([src])
+    while todo:
+        u = todo.popleft()
+        if u == dst:
+            path = [u]
+            while prev[path[-1]] is not None:
+                path.append(prev[path[-1]])
+            return path[::-1]
+        for c in plan.children(u):
+            if c not in prev:
+                prev[c] = u
+                todo.append(c)
+    return None
+
+
+def _where(layout: Layout, i: int) -> dict:
+    """Branch of token i and, for a step, whether it is in the block or the separator."""
+    branch = layout.branch_of(i)
+    part = "text"
+    if branch not in ("prefix", "conclusion"):
+        part = "block" if i <= layout.close_index(branch) else "separator"
+    return {"branch": branch, "part": part}
+
+
+def _name(w: dict) -> str:
+    b = w["branch"]
+    if b in ("prefix", "conclusion"):
+        return f"the {b}"
+    return f"step {b}" + (" (separator after </Step>)" if w["part"] == "separator" else "")
+
+
+def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
+    """Why token ``q`` can or cannot attend to token ``k`` under ``mode``.
+
+    Returns ``{"q", "k", "mode", "allowed", "reason", "text", "q_branch", "k_branch"}``;
+    ``reason`` is one of ``self``, ``causal-future``, ``causal``, ``same-segment``,
+    ``prefix``, ``conclusion``, ``dag-ancestor``, ``not-ancestor``, ``earlier-chunk``,
+    ``chunk-sibling``, ``speculative-isolation``, ``separator`` and ``allowed`` always
+    equals ``attention_mask(layout, mode)[q, k]``.
+    """
+    check_mode(mode)
+    for name, i in (("q", q), ("k", k)):
+        if not 0 <= i < layout.T:
+            raise IndexError(f"{name} = {i} is outside the layout (T={layout.T})")
+    wq, wk = _where(layout, q), _where(layout, k)
+    qb, kb = wq["branch"], wk["branch"]
+
+    def out(allowed: bool, reason: str, text: str) -> dict:
+        return {"q": q, "k": k, "mode": mode, "allowed": allowed, "reason": reason, "text": text,
+                "q_branch": qb, "k_branch": kb}
+
+    if q == k:
+        return out(True, "self", f"token {q} sees itself")
+    if k > q:
+        return out(False, "causal-future", f"causal future: token {k} comes after token {q} "
+                                           "(no mode lets a token see later tokens)")
+    if mode == "sequential":
+        return out(True, "causal", f"sequential mode is plain causal: {_name(wq)} sees every earlier token")
+    if qb == kb:
+        return out(True, "same-segment", f"same segment ({_name(wq)}), causal order: {k} < {q}")
+    if kb == "prefix":
+        return out(True, "prefix", "every token sees the prefix (question and plan)")
+    if qb == "conclusion":
+        return out(True, "conclusion", "the conclusion sees every earlier token")
+    # from here on: q in a step, k in an earlier step
+    plan = layout.plan
+    chunk_of = {sid: c for c, chunk in enumerate(plan.chunks()) for sid in chunk}
+    if mode == "dag":
+        path = _dependency_path(plan, kb, qb)
+        if path:
+            return out(True, "dag-ancestor", f"step {kb} is an ancestor of step {qb}: dependency path "
+                                             + " -> ".join(path))
+        return out(False, "not-ancestor", f"step {kb} is not an ancestor of step {qb} (no dependency path "
+                                          f"{kb} -> ... -> {qb}); in dag mode a step sees only its ancestors")
+    if mode == "layered":
+        cq, ck = chunk_of[qb], chunk_of[kb]
+        if ck < cq:
+            return out(True, "earlier-chunk", f"step {kb} is in chunk {ck + 1}, before step {qb}'s chunk {cq + 1}: "
+                                              "a step sees every earlier chunk")
+        return out(False, "chunk-sibling", f"steps {kb} and {qb} are siblings in chunk {cq + 1}: "
+                                           "steps of one chunk never see each other")
+    if mode == "speculative":
+        return out(False, "speculative-isolation", f"speculative isolation: step {qb} sees only the prefix and "
+                                                   "its own tokens (every step is dispatched at once)")
+    # medverse-sft: the collator's groups (step blocks hide from chunk siblings; the rest is causal)
+    if wq["part"] == "separator":
+        return out(True, "separator", f"token {q} is separator text after step {qb}'s </Step>: plain causal "
+                                      "for the collator, it sees every earlier token")
+    if wk["part"] == "separator":
+        sib = chunk_of[kb] == chunk_of[qb]
+        text = (f"token {k} is separator text after step {kb}'s </Step>: plain causal for the collator"
+                + (f", so step {qb} reads its chunk sibling {kb} through it (the public recipe's quirk)" if sib
+                   else ""))
+        return out(True, "separator", text)
+    cq, ck = chunk_of[qb], chunk_of[kb]
+    if ck < cq:
+        return out(True, "earlier-chunk", f"step {kb}'s block is in chunk {ck + 1}, before chunk {cq + 1}: "
+                                          "blocks of different chunks are plain causal")
+    return out(False, "chunk-sibling", f"steps {kb} and {qb} are blocks of chunk {cq + 1}: the collator hides "
+                                       "blocks of one chunk from each other")
+
+
+class MaskInspector(anywidget.AnyWidget):
+    """The attention mask and position ids of a run or a layout, under every mode.
+
+    >>> ml.MaskInspector(run)                           # the mode the run was decoded in
+    >>> ml.MaskInspector(layout, mode="layered", diff="medverse-sft")
+
+    ``token_layout`` is the :class:`~medverse_lab.Layout` shown (``layout`` is ipywidgets'
+    CSS layout). Hover a cell to see the two tokens; click it to read why q can or cannot see k
+    (:meth:`explain`). ``diff`` marks the cells where two modes differ.
+    """
+
+    _esm = STATIC / "mask_inspector.js"
+    _css = CSS
+
+    modes = t.List(list(MODES)).tag(sync=True)
+    descriptions = t.Dict(DESCRIPTIONS).tag(sync=True)
+    #: the mode shown, and the mode it is diffed against ("" for none)
+    mode = t.Unicode("dag").tag(sync=True)
+    diff_mode = t.Unicode("").tag(sync=True)
+    #: the mode the run was decoded in ("" for a bare layout)
+    run_mode = t.Unicode("").tag(sync=True)
+    T = t.Int(0).tag(sync=True)
+    #: ``attention_mask(layout, mode)`` bit-packed row-major (first cell in the high bit)
+    mask = t.Bytes(b"").tag(sync=True)
+    #: ``position_ids(layout, mode)`` as little-endian int32
+    positions = t.Bytes(b"").tag(sync=True)
+    #: cells where ``diff_mode`` differs from ``mode`` (bit-packed), and its positions
+    diff = t.Bytes(b"").tag(sync=True)
+    diff_positions = t.Bytes(b"").tag(sync=True)
+    diff_count = t.Int(0).tag(sync=True)
+    #: ``{"branch", "start", "stop"}`` per segment, in logical order
+    segments = t.List().tag(sync=True)
+    #: text of every token in logical order ([] when unknown)
+    tokens = t.List().tag(sync=True)
+    #: the answer to the last click (:func:`explain`, plus ``other`` for the diff mode)
+    explanation = t.Dict().tag(sync=True)
+    notice = t.Unicode("").tag(sync=True)
+
+    def __init__(self, source, mode: str | None = None, diff: str | None = None, tokenizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(source, Layout):
+            self.token_layout, self.run = source, None
+        elif hasattr(source, "layout"):
+            self.token_layout, self.run = source.layout, source
+            self.run_mode = getattr(source, "mode", "") or ""
+        else:
+            raise TypeError(f"MaskInspector takes a Run or a Layout, not {type(source).__name__}")
+        self._packed: dict[str, bytes] = {}
+        with self.hold_sync():
+            self.T = self.token_layout.T
+            self.segments = [{"branch": s.branch, "start": s.start, "stop": s.stop} for s in self.token_layout.segments]
+            self.tokens = self._token_texts(tokenizer)
+            self.mode = check_mode(mode or self.run_mode or "dag")
+            self.diff_mode = check_mode(diff) if diff else ""
+            self._refresh()
+        self.observe(self._on_modes, names=["mode", "diff_mode"])
+        self.on_msg(self._on_frontend_msg)
+
+    # ----- data --------------------------------------------------------------------------
+    def _token_texts(self, tokenizer) -> list[str]:
+        if self.run is not None and hasattr(self.run, "tokens"):
+            return [str(s) for s in self.run.tokens["text"].to_list()]
+        ids = self.token_layout.token_ids
+        if ids is None or tokenizer is None:
+            return []
+        return [tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
+
+    def packed_mask(self, mode: str) -> bytes:
+        """``attention_mask(layout, mode)`` bit-packed (cached per mode)."""
+        if mode not in self._packed:
+            self._packed[mode] = pack_bits(attention_mask(self.token_layout, check_mode(mode)))
+        return self._packed[mode]
+
+    def _refresh(self) -> None:
+        T = self.token_layout.T
+        a = self.packed_mask(self.mode)
+        with self.hold_sync():
+            self.mask = a
+            self.positions = int32_bytes(position_ids(self.token_layout, self.mode))
+            if self.diff_mode:
+                b = self.packed_mask(self.diff_mode)
+                xa = torch.frombuffer(bytearray(a), dtype=torch.uint8) if a else torch.zeros(0, dtype=torch.uint8)
+                xb = torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.zeros(0, dtype=torch.uint8)
+                x = xa ^ xb
+                self.diff = x.numpy().tobytes()
+                self.diff_count = int(_POPCOUNT[x.long()].sum()) if T else 0
+                self.diff_positions = int32_bytes(position_ids(self.token_layout, self.diff_mode))
+            else:
+                self.diff, self.diff_positions, self.diff_count = b"", b"", 0
+            self.explanation = {}
+
+    def _on_modes(self, change) -> None:
+        name, value = change["name"], change["new"]
+        if value and value not in MODES:  # a bad value from the view: put the old one back
+            self.set_trait(name, change["old"])
+            self.notice = f"unknown mode {value!r}; valid modes are {', '.join(MODES)}"
+            return
+        self.notice = ""
+        self._refresh()
+
+    # ----- questions -----------------------------------------------------------------------
+    def allowed(self, q: int, k: int, mode: str | None = None) -> bool:
+        """Whether token q may attend to token k under ``mode`` (default: the shown mode)."""
+        bit = q * self.token_layout.T + k
+        return bool(self.packed_mask(mode or self.mode)[bit >> 3] & (128 >> (bit & 7)))
+
+    def explain(self, q: int, k: int, mode: str | None = None) -> dict:
+        """Why q can or cannot see k (see :func:`explain`); shows it in the view too.
+        With a diff mode set, ``other`` holds the answer under the diff mode."""
+        q, k = int(q), int(k)
+        res = explain(self.token_layout, q, k, mode or self.mode)
+        res["q_position"] = int(position_ids(self.token_layout, res["mode"])[q])
+        res["k_position"] = int(position_ids(self.token_layout, res["mode"])[k])
+        if mode is None and self.diff_mode:
+            res["other"] = explain(self.token_layout, q, k, self.diff_mode)
+        if self.tokens:
+            res["q_text"], res["k_text"] = self.tokens[q], self.tokens[k]
+        self.explanation = res
+        return res
+
+    def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+        if isinstance(content, dict) and content.get("type") == "explain":
+            try:
+                self.explain(content["q"], content["k"])
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                self.notice = str(exc)

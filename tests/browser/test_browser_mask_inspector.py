@@ -1,0 +1,187 @@
+"""MaskInspector in a real JupyterLab: the canvas shows the mask and the diff, hovering
+names the tokens, a click explains the cell (read back from the kernel), the mode
+selector reaches Python, 4096 tokens stay quick, token text stays text, two views."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+BAND, M = 18, 560  # as in widgets/src/mask_inspector.js
+
+SETUP = """\
+import json
+import medverse_lab as ml
+plan = ml.Plan([ml.Step("1", "a"), ml.Step("2", "b"), ml.Step("3", "c", ["1", "2"]), ml.Step("4", "d", ["1"]),
+                ml.Step("5", "e", ["3"])])
+layout = ml.Layout.from_plan(plan, prefix_len=4, step_lens={"1": 3, "2": 4, "3": 2, "4": 3, "5": 3},
+                             conclusion_len=3, separator_lens=1)
+mi = ml.MaskInspector(layout, mode="layered", diff="medverse-sft")
+mi"""
+STATE = "print(json.dumps({'mode': mi.mode, 'diff': mi.diff_mode, 'explanation': mi.explanation}))"
+T = 22
+CELL = M // T
+
+
+def cell_xy(q, k, cell=CELL):
+    return BAND + k * cell + cell // 2, BAND + q * cell + cell // 2
+
+
+def pixel(view, x, y):
+    return view.locator("canvas.mv-matrix").evaluate(
+        f"c => Array.from(c.getContext('2d').getImageData({x}, {y}, 1, 1).data.slice(0, 3))")
+
+
+def dominant(view, x, y, r=4):
+    """The most common colour in the (2r)^2 pixels around (x, y): segment lines excluded."""
+    data = view.locator("canvas.mv-matrix").evaluate(
+        f"c => Array.from(c.getContext('2d').getImageData({x - r}, {y - r}, {2 * r}, {2 * r}).data)")
+    colours = [tuple(data[i:i + 3]) for i in range(0, len(data), 4)]
+    return list(max(set(colours), key=colours.count))
+
+
+def css_rgb(page, var):
+    return page.evaluate(f"""() => {{
+        const c = document.createElement('canvas'); c.width = c.height = 1;
+        const x = c.getContext('2d');
+        x.fillStyle = getComputedStyle(document.querySelector('.mv-mask-inspector')).getPropertyValue('{var}').trim();
+        x.fillRect(0, 0, 1, 1); return Array.from(x.getImageData(0, 0, 1, 1).data.slice(0, 3)); }}""")
+
+
+def state(nb, cell):
+    return json.loads(nb.run(cell).strip().splitlines()[-1])
+
+
+def test_mask_diff_hover_click_and_mode(notebook, artifacts):
+    nb = notebook([SETUP, STATE, STATE])
+    nb.run(0)
+    view = nb.panel.locator(".mv-mask-inspector")
+    view.locator("canvas.mv-matrix").wait_for()
+    nb.page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.draws >= 1")
+    assert "cells differ between layered and medverse-sft" in view.locator(".mv-caption").inner_text()
+
+    # step 2's first token (q 8) and step 1's separator (k 6): hidden in layered, seen in medverse-sft
+    q, k = 8, 6
+    page = nb.page
+    assert pixel(view, *cell_xy(q, k)) == css_rgb(page, "--jp-error-color1")      # only medverse-sft
+    assert pixel(view, *cell_xy(q, 0)) == css_rgb(page, "--jp-brand-color1")     # the prefix: both see it
+    assert pixel(view, *cell_xy(0, 5)) == css_rgb(page, "--jp-layout-color2")    # the causal future
+
+    box = view.locator("canvas.mv-overlay").bounding_box()
+    x, y = cell_xy(q, k)
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    hover = view.locator(".mv-hover").inner_text()
+    assert hover.startswith("q 8 (step 2") and "cannot see k 6 (step 1" in hover and "differs" in hover
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-explain').textContent.includes('[chunk-sibling]')")
+    text = view.locator(".mv-explain").inner_text()
+    assert "q 8 (step 2, pos 5) CANNOT see k 6 (step 1, pos 6)" in text and "medverse-sft: CAN [separator]" in text
+    s = state(nb, 1)
+    assert (s["explanation"]["q"], s["explanation"]["k"], s["explanation"]["allowed"]) == (8, 6, False)
+    view.screenshot(path=str(artifacts / "mask_inspector-light.png"))
+
+    view.locator("select.mv-mode").select_option("dag")
+    view.locator("select.mv-diff").select_option("")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.mode === 'dag'")
+    s = state(nb, 2)
+    assert (s["mode"], s["diff"]) == ("dag", "")
+    # step 4 (q 15) does not descend from step 2 (k 7) in dag
+    page.wait_for_timeout(300)
+    assert pixel(view, *cell_xy(15, 7)) == css_rgb(page, "--jp-layout-color2")
+    assert pixel(view, *cell_xy(15, 4)) == css_rgb(page, "--jp-brand-color1")
+    nb.set_theme("JupyterLab Dark")
+    try:
+        view.locator("select.mv-diff").select_option("medverse-sft")
+        page.wait_for_timeout(800)
+        assert pixel(view, *cell_xy(15, 4)) == css_rgb(page, "--jp-brand-color1")  # redrawn in dark colours
+        view.screenshot(path=str(artifacts / "mask_inspector-dark.png"))
+    finally:
+        nb.set_theme("JupyterLab Light")
+    assert page.js_errors == []
+
+
+BIG = """\
+import medverse_lab as ml
+steps = [ml.Step(str(i + 1), "s", [str(i)] if i % 4 else []) for i in range(64)]
+big = ml.Layout.from_plan(ml.Plan(steps), prefix_len=96, step_lens=62, conclusion_len=32)
+mi = ml.MaskInspector(big, mode="dag", diff="medverse-sft")
+mi"""
+
+
+def test_4096_tokens_render_and_stay_responsive(notebook, artifacts):
+    nb = notebook([BIG, "print(mi.mode, mi.T)"])
+    nb.run(0)
+    view = nb.panel.locator(".mv-mask-inspector")
+    page = nb.page
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.draws >= 1", timeout=60_000)
+    draw_ms = float(view.get_attribute("data-draw-ms"))
+    assert draw_ms < 2000, f"a 4096 x 4096 draw took {draw_ms} ms"
+    # the upper triangle is the causal future; the prefix column is allowed everywhere
+    assert dominant(view, BAND + M - 20, BAND + 20) == css_rgb(page, "--jp-layout-color2")
+    assert dominant(view, BAND + 5, BAND + M - 20) == css_rgb(page, "--jp-brand-color1")
+    # hovering answers at once (no round trip): 30 moves, each updating the token line
+    box = view.locator("canvas.mv-overlay").bounding_box()
+    t0 = time.perf_counter()
+    for i in range(30):
+        page.mouse.move(box["x"] + BAND + 100 + 10 * i, box["y"] + BAND + 400)
+    elapsed = time.perf_counter() - t0
+    assert view.locator(".mv-hover").inner_text().startswith("q ")
+    assert elapsed < 10, f"30 hover moves took {elapsed:.1f}s"
+    # a mode switch goes to Python and back with a new 2 MB mask
+    t0 = time.perf_counter()
+    view.locator("select.mv-mode").select_option("speculative")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.mode === 'speculative'",
+                           timeout=30_000)
+    assert time.perf_counter() - t0 < 15
+    # zoom with the wheel, then click a cell: explained from Python
+    page.mouse.move(box["x"] + BAND + 300, box["y"] + BAND + 300)
+    for _ in range(10):
+        page.mouse.wheel(0, -100)
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-caption').textContent.includes('Zoom')")
+    page.mouse.click(box["x"] + BAND + 300, box["y"] + BAND + 300)
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-explain').textContent.startsWith('speculative')")
+    view.screenshot(path=str(artifacts / "mask_inspector-4096-light.png"))
+    assert nb.run(1).split() == ["speculative", "4096"]
+    assert page.js_errors == []
+
+
+EVIL_TOKENS = """\
+import json, polars as pl
+import medverse_lab as ml
+plan = ml.Plan([ml.Step("1", "a"), ml.Step("2", "b")])
+layout = ml.Layout.from_plan(plan, prefix_len=3, step_lens={"1": 2, "2": 2}, conclusion_len=1)
+class Run:  # what MaskInspector reads of a Run: layout, mode, tokens
+    mode = "dag"
+run = Run(); run.layout = layout
+evil = '<img src=x onerror="window.__pwned = 1">'
+run.tokens = pl.DataFrame({"text": [evil, "<script>window.__pwned = 2</script>"] + ["t"] * (layout.T - 2)})
+mi = ml.MaskInspector(run)
+display(mi)
+display(mi)"""
+
+
+def test_token_text_is_shown_literally_in_two_views(notebook):
+    nb = notebook([EVIL_TOKENS, "print(json.dumps(mi.explanation))"])
+    nb.run(0)
+    views = nb.panel.locator(".mv-mask-inspector")
+    nb.page.wait_for_function(
+        "[...document.querySelectorAll('.mv-mask-inspector')].filter(v => v.dataset.draws >= 1).length === 2")
+    cell = M // 8
+    second = views.nth(1)
+    second.locator("canvas.mv-overlay").scroll_into_view_if_needed()
+    box = second.locator("canvas.mv-overlay").bounding_box()
+    nb.page.mouse.move(box["x"] + BAND + cell // 2 + 0, box["y"] + BAND + cell + cell // 2)  # q 1, k 0
+    hover = second.locator(".mv-hover").inner_text()
+    assert '<script>window.__pwned = 2</script>' in hover and '<img src=x onerror=' in hover
+    nb.page.mouse.click(box["x"] + BAND + cell // 2, box["y"] + BAND + cell + cell // 2)
+    # the explanation is shared state: both views show it, as text
+    nb.page.wait_for_function(
+        "[...document.querySelectorAll('.mv-mask-inspector .mv-explain')].every(e => e.textContent.includes('<img'))")
+    assert views.locator("img").count() == 0 and views.locator("script").count() == 0
+    nb.page.wait_for_timeout(300)
+    assert nb.page.evaluate("window.__pwned") is None
+    assert json.loads(nb.run(1).strip())["k_text"].startswith("<img")

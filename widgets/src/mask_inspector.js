@@ -1,0 +1,448 @@
+// MaskInspector view: the T x T attention mask (bit-packed bytes from Python) drawn by
+// ImageData on a canvas, segment bands, a position-id strip, the tokens under the
+// cursor, mode and diff selectors; a click asks Python why q can or cannot see k.
+// Larger masks than the canvas are binned (a pixel shows the share of allowed cells, and
+// any differing cell wins); the wheel zooms, dragging pans, a double click resets.
+import { bytesOf, cssVar, h } from "./_dom.js";
+
+const M = 560; // matrix size in CSS pixels
+const BAND = 18; // segment bands above and left of the matrix
+const GAP = 8;
+const STRIP = 64; // position-id strip under the matrix
+const STEP_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+  "#9c755f", "#bab0ac"];
+
+/** Bit i of a packed row-major bit array (first element in the high bit). */
+const bit = (bits, i) => (bits[i >> 3] >> (7 - (i & 7))) & 1;
+
+/** int32 little-endian bytes -> Int32Array. */
+function int32s(value) {
+  const b = bytesOf(value);
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out = new Int32Array(b.byteLength >> 2);
+  for (let i = 0; i < out.length; i++) out[i] = view.getInt32(i * 4, true);
+  return out;
+}
+
+/** A CSS colour as [r, g, b], resolved by the browser. */
+function rgb(color) {
+  const c = document.createElement("canvas");
+  c.width = c.height = 1;
+  const ctx = c.getContext("2d");
+  ctx.fillStyle = "#808080";
+  ctx.fillStyle = color;
+  ctx.fillRect(0, 0, 1, 1);
+  const d = ctx.getImageData(0, 0, 1, 1).data;
+  return [d[0], d[1], d[2]];
+}
+
+function render({ model, el }) {
+  let view = { r0: 0, c0: 0, n: model.get("T") }; // visible window: rows r0.., cols c0.., n of each
+  let hover = null; // {q, k} or {i} on the strip
+  let clicked = null;
+  let drag = null;
+  let frame = 0;
+
+  const root = h("div", "mv-widget mv-mask-inspector");
+  const controls = h("div", "mv-controls");
+  const modeLabel = h("label", "", "Mode ");
+  const modeSelect = h("select", "mv-mode", null, { "aria-label": "mode" });
+  modeLabel.append(modeSelect);
+  const diffLabel = h("label", "", "Diff with ");
+  const diffSelect = h("select", "mv-diff", null, { "aria-label": "diff mode" });
+  diffLabel.append(diffSelect);
+  const resetBtn = h("button", "mv-button", "Reset zoom", { type: "button", title: "Show the whole mask" });
+  controls.append(modeLabel, diffLabel, resetBtn);
+  const caption = h("div", "mv-caption");
+  const legend = h("div", "mv-legend");
+  const stage = h("div", "mv-stage");
+  const base = h("canvas", "mv-matrix");
+  const overlay = h("canvas", "mv-overlay");
+  stage.append(base, overlay);
+  const hoverLine = h("div", "mv-hover", null, { "aria-live": "polite" });
+  const explainBox = h("div", "mv-explain", null, { role: "status" });
+  const notice = h("div", "mv-notice");
+  root.append(controls, caption, legend, stage, hoverLine, explainBox, notice);
+  el.append(root);
+
+  const W = BAND + M;
+  const H = BAND + M + GAP + STRIP;
+  for (const c of [base, overlay]) {
+    c.width = W;
+    c.height = H;
+    c.style.width = `${W}px`;
+    c.style.height = `${H}px`;
+  }
+  const ctx = base.getContext("2d");
+  const octx = overlay.getContext("2d");
+
+  // ----- data -----------------------------------------------------------------------------
+  let T = 0;
+  let bits = new Uint8Array(0);
+  let diff = new Uint8Array(0);
+  let pos = new Int32Array(0);
+  let diffPos = new Int32Array(0);
+  let branchOf = new Int32Array(0); // segment index of each token
+  function load() {
+    T = model.get("T");
+    bits = bytesOf(model.get("mask"));
+    diff = bytesOf(model.get("diff"));
+    pos = int32s(model.get("positions"));
+    diffPos = int32s(model.get("diff_positions"));
+    branchOf = new Int32Array(T);
+    model.get("segments").forEach((seg, j) => branchOf.fill(j, seg.start, seg.stop));
+    if (view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) view = { r0: 0, c0: 0, n: T };
+  }
+  const segOf = (i) => model.get("segments")[branchOf[i]];
+  function segColor(j, segs) {
+    const b = segs[j].branch;
+    if (b === "prefix") return cssVar(root, "--jp-layout-color3", "#999");
+    if (b === "conclusion") return cssVar(root, "--jp-ui-font-color2", "#555");
+    return STEP_COLORS[(j - 1) % STEP_COLORS.length];
+  }
+
+  // ----- geometry: the visible window onto the matrix ----------------------------------------
+  const D = () => (view.n <= M ? Math.floor(M / view.n) * view.n : M); // drawn size in px
+  const cell = () => D() / Math.max(view.n, 1); // px per cell (fractional when binned)
+  const toRow = (py) => view.r0 + Math.min(view.n - 1, Math.floor(py / cell()));
+  const toCol = (px) => view.c0 + Math.min(view.n - 1, Math.floor(px / cell()));
+
+  // ----- drawing ----------------------------------------------------------------------------
+  let draws = 0;
+  function draw() {
+    const t0 = performance.now();
+    ctx.clearRect(0, 0, W, H);
+    if (T === 0) return;
+    const d = D();
+    const colors = {
+      allowed: rgb(cssVar(root, "--jp-brand-color1", "#1976d2")),
+      blocked: rgb(cssVar(root, "--jp-layout-color2", "#eee")),
+      onlyA: rgb(cssVar(root, "--jp-success-color1", "#388e3c")),
+      onlyB: rgb(cssVar(root, "--jp-error-color1", "#d32f2f")),
+    };
+    const img = ctx.createImageData(d, d);
+    const px = img.data;
+    const n = view.n;
+    const hasDiff = diff.length > 0;
+    // bin every visible cell into its pixel: allowed, only-in-mode, only-in-diff-mode counts
+    const pixRow = new Int32Array(n);
+    for (let i = 0; i < n; i++) pixRow[i] = Math.min(d - 1, Math.floor((i * d) / n));
+    const bins = n <= d ? n : d;
+    const allowed = new Uint32Array(bins * bins);
+    const onlyA = hasDiff ? new Uint32Array(bins * bins) : null;
+    const onlyB = hasDiff ? new Uint32Array(bins * bins) : null;
+    const binOf = n <= d ? (i) => i : (i) => pixRow[i];
+    const span = new Uint32Array(bins);
+    for (let i = 0; i < n; i++) span[binOf(i)]++;
+    for (let r = 0; r < n; r++) {
+      const q = view.r0 + r;
+      const rowBase = binOf(r) * bins;
+      const start = q * T + view.c0;
+      for (let c = 0; c < n; c++) {
+        const b = start + c;
+        const a = (bits[b >> 3] >> (7 - (b & 7))) & 1;
+        const at = rowBase + binOf(c);
+        allowed[at] += a;
+        if (hasDiff && (diff[b >> 3] >> (7 - (b & 7))) & 1) {
+          if (a) onlyA[at]++;
+          else onlyB[at]++;
+        }
+      }
+    }
+    const colorOf = (at, total) => {
+      if (hasDiff && (onlyA[at] || onlyB[at])) return onlyA[at] >= onlyB[at] ? colors.onlyA : colors.onlyB;
+      const f = allowed[at] / total;
+      return [0, 1, 2].map((j) => colors.blocked[j] + f * (colors.allowed[j] - colors.blocked[j]));
+    };
+    if (n <= d) {
+      const cpx = d / n;
+      for (let r = 0; r < n; r++) {
+        for (let c = 0; c < n; c++) {
+          const col = colorOf(r * bins + c, 1);
+          for (let y = r * cpx; y < (r + 1) * cpx; y++) {
+            for (let x = c * cpx; x < (c + 1) * cpx; x++) {
+              const o = (y * d + x) * 4;
+              px[o] = col[0]; px[o + 1] = col[1]; px[o + 2] = col[2]; px[o + 3] = 255;
+            }
+          }
+        }
+      }
+    } else {
+      for (let y = 0; y < d; y++) {
+        for (let x = 0; x < d; x++) {
+          const col = colorOf(y * d + x, span[y] * span[x]);
+          const o = (y * d + x) * 4;
+          px[o] = col[0]; px[o + 1] = col[1]; px[o + 2] = col[2]; px[o + 3] = 255;
+        }
+      }
+    }
+    ctx.putImageData(img, BAND, BAND);
+    drawBands(d);
+    drawStrip(d);
+    // for tests and the curious: how many draws, and how long the last one took
+    root.dataset.draws = String(++draws);
+    root.dataset.drawMs = (performance.now() - t0).toFixed(1);
+    root.dataset.mode = model.get("mode");
+  }
+
+  function drawBands(d) {
+    const segs = model.get("segments");
+    const scale = d / view.n;
+    ctx.font = "10px sans-serif";
+    ctx.textBaseline = "middle";
+    segs.forEach((seg, j) => {
+      const color = segColor(j, segs);
+      for (const [axis, off] of [["col", view.c0], ["row", view.r0]]) {
+        const a = Math.max(seg.start, off);
+        const b = Math.min(seg.stop, off + view.n);
+        if (b <= a) continue;
+        const p0 = (a - off) * scale;
+        const len = (b - a) * scale;
+        ctx.fillStyle = color;
+        if (axis === "col") ctx.fillRect(BAND + p0, 0, Math.max(len, 1), BAND - 3);
+        else ctx.fillRect(0, BAND + p0, BAND - 3, Math.max(len, 1));
+        const label = seg.branch === "prefix" ? "P" : seg.branch === "conclusion" ? "C" : seg.branch;
+        if (len > 8 * label.length + 4) {
+          ctx.fillStyle = "#fff";
+          if (axis === "col") ctx.fillText(label, BAND + p0 + 2, (BAND - 3) / 2);
+          else ctx.fillText(label.slice(0, 2), 2, BAND + p0 + Math.min(len / 2, 8));
+        }
+        // faint boundary lines across the matrix
+        ctx.fillStyle = cssVar(root, "--jp-border-color1", "#bbb");
+        ctx.globalAlpha = 0.5;
+        if (seg.start > off && seg.start < off + view.n) {
+          if (axis === "col") ctx.fillRect(BAND + p0, BAND, 1, d);
+          else ctx.fillRect(BAND, BAND + p0, d, 1);
+        }
+        ctx.globalAlpha = 1;
+      }
+    });
+  }
+
+  function drawStrip(d) {
+    const top = BAND + d + GAP;
+    ctx.fillStyle = cssVar(root, "--jp-layout-color2", "#eee");
+    ctx.fillRect(BAND, top, d, STRIP);
+    ctx.save();
+    ctx.translate(BAND - 4, top + STRIP / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillStyle = cssVar(root, "--jp-ui-font-color2", "#666");
+    ctx.font = "9px sans-serif";
+    ctx.textAlign = "center";
+    ctx.fillText("pos", 0, 0);
+    ctx.restore();
+    const segs = model.get("segments");
+    // one scale for both series (medverse-sft positions can go negative: the double shift)
+    let minPos = 0;
+    let maxPos = 1;
+    for (const values of [pos, diffPos]) {
+      for (let i = 0; i < values.length; i++) {
+        minPos = Math.min(minPos, values[i]);
+        maxPos = Math.max(maxPos, values[i]);
+      }
+    }
+    const yOf = (p) => top + STRIP - 2 - ((p - minPos) / (maxPos - minPos || 1)) * (STRIP - 4);
+    const series = [[pos, null]];
+    if (diffPos.length) series.push([diffPos, cssVar(root, "--jp-error-color1", "#d32f2f")]);
+    const scale = d / view.n;
+    for (const [values, fixed] of series) {
+      ctx.globalAlpha = fixed ? 0.75 : 1;
+      for (let x = 0; x < d; x++) {
+        const i0 = view.c0 + Math.floor(x / scale);
+        const i1 = Math.max(i0 + 1, view.c0 + Math.floor((x + 1) / scale));
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (let i = i0; i < Math.min(i1, T); i++) { lo = Math.min(lo, values[i]); hi = Math.max(hi, values[i]); }
+        if (lo === Infinity) continue;
+        ctx.fillStyle = fixed || segColor(branchOf[i0], segs);
+        ctx.fillRect(BAND + x, yOf(hi) - 1, 1, Math.max(2, yOf(lo) - yOf(hi) + 2));
+      }
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  function drawOverlay() {
+    frame = 0;
+    octx.clearRect(0, 0, W, H);
+    const d = D();
+    const sc = cell();
+    const mark = (q, k, color, width) => {
+      octx.strokeStyle = color;
+      octx.lineWidth = width;
+      octx.strokeRect(BAND + (k - view.c0) * sc - 1, BAND + (q - view.r0) * sc - 1, Math.max(sc, 1) + 2,
+        Math.max(sc, 1) + 2);
+    };
+    const fg = cssVar(root, "--jp-ui-font-color0", "#000");
+    if (hover && hover.q !== undefined) {
+      octx.fillStyle = fg;
+      octx.globalAlpha = 0.25;
+      octx.fillRect(BAND, BAND + (hover.q - view.r0) * sc, d, Math.max(sc, 1));
+      octx.fillRect(BAND + (hover.k - view.c0) * sc, BAND, Math.max(sc, 1), d);
+      octx.globalAlpha = 1;
+      mark(hover.q, hover.k, fg, 1);
+    }
+    if (clicked && clicked.q >= view.r0 && clicked.q < view.r0 + view.n && clicked.k >= view.c0
+      && clicked.k < view.c0 + view.n) mark(clicked.q, clicked.k, cssVar(root, "--jp-warn-color1", "#f57c00"), 2);
+    if (hover && hover.i !== undefined) {
+      octx.fillStyle = fg;
+      octx.fillRect(BAND + (hover.i - view.c0) * sc, BAND + d + GAP, Math.max(sc, 1), STRIP);
+    }
+  }
+  const scheduleOverlay = () => { if (!frame) frame = requestAnimationFrame(drawOverlay); };
+
+  // ----- text -------------------------------------------------------------------------------
+  const tokenText = (i) => {
+    const tokens = model.get("tokens");
+    return tokens.length ? ` ${JSON.stringify(tokens[i])}` : "";
+  };
+  const describe = (i) => {
+    const seg = segOf(i);
+    const where = seg.branch === "prefix" || seg.branch === "conclusion" ? seg.branch : `step ${seg.branch}`;
+    const alt = diffPos.length ? `/${diffPos[i]}` : "";
+    return `${i} (${where}, pos ${pos[i]}${alt})${tokenText(i)}`;
+  };
+  function showHover() {
+    if (!hover) { hoverLine.textContent = ""; return; }
+    if (hover.i !== undefined) { hoverLine.textContent = `token ${describe(hover.i)}`; return; }
+    const b = hover.q * T + hover.k;
+    const verdict = bit(bits, b) ? "can see" : "cannot see";
+    const differs = diff.length && bit(diff, b) ? `; ${model.get("diff_mode")} differs` : "";
+    hoverLine.textContent = `q ${describe(hover.q)} ${verdict} k ${describe(hover.k)}${differs}`;
+  }
+  function showExplanation() {
+    const e = model.get("explanation");
+    explainBox.classList.remove("mv-allowed", "mv-blocked");
+    if (!e || e.q === undefined) { explainBox.textContent = "Click a cell: why can (or can't) q see k?"; return; }
+    explainBox.classList.add(e.allowed ? "mv-allowed" : "mv-blocked");
+    const where = (b) => (b === "prefix" || b === "conclusion" ? b : `step ${b}`);
+    const lines = [
+      `${e.mode}: q ${e.q} (${where(e.q_branch)}, pos ${e.q_position}) ${e.allowed ? "CAN" : "CANNOT"} see `
+        + `k ${e.k} (${where(e.k_branch)}, pos ${e.k_position}) [${e.reason}]`,
+      e.text,
+    ];
+    if (e.q_text !== undefined) lines.push(`q = ${JSON.stringify(e.q_text)}, k = ${JSON.stringify(e.k_text)}`);
+    if (e.other) {
+      lines.push(`${e.other.mode}: ${e.other.allowed ? "CAN" : "CANNOT"} [${e.other.reason}] ${e.other.text}`);
+    }
+    explainBox.textContent = lines.join("\n");
+  }
+  function showControls() {
+    const modes = model.get("modes");
+    const desc = model.get("descriptions");
+    if (modeSelect.options.length !== modes.length) {
+      modeSelect.replaceChildren(...modes.map((m) => h("option", "", m, { value: m, title: desc[m] || "" })));
+      diffSelect.replaceChildren(h("option", "", "(none)", { value: "" }),
+        ...modes.map((m) => h("option", "", m, { value: m, title: desc[m] || "" })));
+    }
+    modeSelect.value = model.get("mode");
+    diffSelect.value = model.get("diff_mode");
+    const mode = model.get("mode");
+    const diffMode = model.get("diff_mode");
+    const runMode = model.get("run_mode");
+    const segs = model.get("segments");
+    let text = `T = ${T} tokens, ${Math.max(segs.length - 2, 0)} steps. ${mode}: ${desc[mode] || ""}.`;
+    if (runMode) text += ` The run was decoded in ${runMode}.`;
+    if (diffMode) text += ` ${model.get("diff_count")} cells differ between ${mode} and ${diffMode}.`;
+    if (view.n < T) text += ` Zoom: rows ${view.r0}–${view.r0 + view.n - 1}, columns ${view.c0}–${view.c0 + view.n - 1}.`;
+    caption.textContent = text;
+    const sw = (label, color) => {
+      const item = h("span", "", null);
+      const box = h("span", "mv-swatch");
+      box.style.background = color;
+      item.append(box, document.createTextNode(label));
+      return item;
+    };
+    const items = [sw("can see", "var(--jp-brand-color1, #1976d2)"), sw("cannot see", "var(--jp-layout-color2, #eee)")];
+    if (diffMode) {
+      items.push(sw(`only ${mode}`, "var(--jp-success-color1, #388e3c)"),
+        sw(`only ${diffMode}`, "var(--jp-error-color1, #d32f2f)"));
+    }
+    legend.replaceChildren(...items);
+    resetBtn.disabled = view.n >= T;
+    notice.textContent = model.get("notice");
+  }
+
+  // ----- events -----------------------------------------------------------------------------
+  const inMatrix = (x, y) => x >= BAND && y >= BAND && x < BAND + D() && y < BAND + D();
+  const inStrip = (x, y) => x >= BAND && x < BAND + D() && y >= BAND + D() + GAP && y < BAND + D() + GAP + STRIP;
+  const local = (e) => {
+    const r = overlay.getBoundingClientRect();
+    return [e.clientX - r.left, e.clientY - r.top];
+  };
+  overlay.addEventListener("mousemove", (e) => {
+    const [x, y] = local(e);
+    if (drag) {
+      const sc = cell();
+      const dc = Math.round((drag.x - x) / sc);
+      const dr = Math.round((drag.y - y) / sc);
+      if (dc || dr) {
+        view = { n: view.n, c0: clamp(drag.c0 + dc, view.n), r0: clamp(drag.r0 + dr, view.n) };
+        drag.moved = true;
+        draw();
+        showControls();
+      }
+    }
+    if (inMatrix(x, y)) hover = { q: toRow(y - BAND), k: toCol(x - BAND) };
+    else if (inStrip(x, y)) hover = { i: toCol(x - BAND) };
+    else hover = null;
+    showHover();
+    scheduleOverlay();
+  });
+  overlay.addEventListener("mouseleave", () => { hover = null; drag = null; showHover(); scheduleOverlay(); });
+  overlay.addEventListener("mousedown", (e) => {
+    const [x, y] = local(e);
+    if (view.n < T && inMatrix(x, y)) drag = { x, y, r0: view.r0, c0: view.c0, moved: false };
+  });
+  overlay.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
+  overlay.addEventListener("click", (e) => {
+    if (drag && drag.moved) return;
+    const [x, y] = local(e);
+    if (!inMatrix(x, y)) return;
+    clicked = { q: toRow(y - BAND), k: toCol(x - BAND) };
+    model.send({ type: "explain", q: clicked.q, k: clicked.k });
+    scheduleOverlay();
+  });
+  const clamp = (v, n) => Math.max(0, Math.min(T - n, v));
+  overlay.addEventListener("wheel", (e) => {
+    const [x, y] = local(e);
+    if (!inMatrix(x, y)) return;
+    e.preventDefault();
+    const q = toRow(y - BAND);
+    const k = toCol(x - BAND);
+    const n = Math.max(8, Math.min(T, Math.round(view.n * (e.deltaY > 0 ? 1.25 : 0.8))));
+    const fy = (y - BAND) / D();
+    const fx = (x - BAND) / D();
+    view = { n, r0: clamp(Math.round(q - fy * n), n), c0: clamp(Math.round(k - fx * n), n) };
+    draw();
+    showControls();
+    scheduleOverlay();
+  }, { passive: false });
+  overlay.addEventListener("dblclick", () => { view = { r0: 0, c0: 0, n: T }; draw(); showControls(); });
+  resetBtn.addEventListener("click", () => { view = { r0: 0, c0: 0, n: T }; draw(); showControls(); });
+  modeSelect.addEventListener("change", () => { model.set("mode", modeSelect.value); model.save_changes(); });
+  diffSelect.addEventListener("change", () => { model.set("diff_mode", diffSelect.value); model.save_changes(); });
+
+  const onData = () => { load(); draw(); showControls(); showHover(); scheduleOverlay(); };
+  const dataTraits = ["mask", "diff", "positions", "diff_positions", "segments", "T"];
+  const textTraits = ["mode", "diff_mode", "diff_count", "notice", "run_mode", "modes"];
+  for (const name of dataTraits) model.on(`change:${name}`, onData);
+  for (const name of textTraits) model.on(`change:${name}`, showControls);
+  model.on("change:explanation", showExplanation);
+  // redraw when the JupyterLab theme changes (colours come from --jp-* variables)
+  const themeWatch = new MutationObserver(() => { draw(); showControls(); });
+  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
+
+  load();
+  draw();
+  showControls();
+  showExplanation();
+  return () => {
+    themeWatch.disconnect();
+    for (const name of dataTraits) model.off(`change:${name}`, onData);
+    for (const name of textTraits) model.off(`change:${name}`, showControls);
+    model.off("change:explanation", showExplanation);
+    if (frame) cancelAnimationFrame(frame);
+  };
+}
+
+export default { render };
