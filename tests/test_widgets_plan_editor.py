@@ -190,3 +190,46 @@ def test_two_editors_do_not_share_state(plan):
     a, b = PlanEditor(plan), PlanEditor(plan)
     a.add_step("only in a")
     assert b.plan == plan and not b.can_undo
+
+
+# ----- with an engine ----------------------------------------------------------------------
+Q = "A 54-year-old man has crushing chest pain. What is the next step? A. aspirin B. PCI C. fluids"
+
+
+@pytest.fixture(scope="module")
+def engine(tokenizer):
+    from conftest import tiny_model
+
+    return ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
+
+
+def test_run_fires_the_frontier_as_steps_finish(engine, example_text):
+    plan = ml.parse_trace(example_text).plan
+    editor = PlanEditor(plan, engine=engine, question=Q)
+    assert editor.has_engine
+    seen_running, seen_fired = [], []
+    editor.observe(lambda c: seen_running.append(list(c["new"])), names="running")
+    editor.observe(lambda c: seen_fired.append(list(c["new"])), names="fired")
+    run = editor.run(wait=True, mode="dag", max_step_tokens=5, max_conclusion_tokens=5)
+    assert isinstance(run, ml.Run) and run.plan == plan and editor.last_run is run
+    assert sorted(editor.fired) == sorted(plan.ids) and editor.frontier == [] and not editor.busy
+    # fired in the order the steps finished, which respects every dependency
+    assert all(editor.fired.index(d) < editor.fired.index(s.id) for s in plan.steps for d in s.deps)
+    assert editor.notice.startswith("done")
+    # the roots decode side by side, and the drawing fires step by step, not all at the end
+    assert max(len(r) for r in seen_running) >= 2
+    assert [len(f) for f in seen_fired if f][:2] == [1, 2]
+
+
+def test_run_button_without_a_question_says_so(engine, plan):
+    editor = PlanEditor(plan, engine=engine)
+    editor._on_frontend_msg(editor, {"type": "edit", "op": "run", "args": {"question": ""}}, [])
+    assert "question" in editor.notice and not editor.busy
+
+
+def test_edits_are_refused_while_running(engine, plan):
+    editor = PlanEditor(plan, engine=engine, question=Q)
+    editor.busy = True
+    with pytest.raises(RuntimeError, match="running"):
+        editor.add_step("x")
+    assert not editor.undo()

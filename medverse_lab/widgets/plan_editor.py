@@ -339,8 +339,7 @@ class PlanEditor(anywidget.AnyWidget):
                     self.running = [s for s in self.running if s != ev.branch]
                     self._show_marking()
             run = stream.run
-            for sid in self._net.frontier() if run is not None else []:
-                self._net.fire(sid)
+            self._net.waves()  # steps a non-dag scheduler finished before their parents
             self._show_marking()
             self.last_run = run
             self.notice = f"done: answer {run.answer}" if run is not None else "done"

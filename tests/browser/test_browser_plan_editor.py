@@ -125,3 +125,37 @@ def test_two_views_of_one_editor_both_work(notebook):
         "[...document.querySelectorAll('.mv-plan-editor')].every("
         "v => v.querySelectorAll('.mv-arc[data-from=\"p1\"][data-to=\"t3\"]').length === 1)")
     assert state(nb, 1)["plan"]["steps"][3]["deps"] == ["2"]
+
+
+ENGINE = """\
+import json, torch
+import medverse_lab as ml
+from transformers import Qwen2Config, AutoModelForCausalLM
+from medverse_lab.tokens import train_tokenizer
+text = (ml.__path__[0] + "/examples/stemi.txt")
+text = open(text).read()
+tok = train_tokenizer([text] * 4, vocab_size=512)
+cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+cfg._attn_implementation = "sdpa"
+torch.manual_seed(0)
+engine = ml.Engine(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tok)
+editor = ml.PlanEditor(ml.parse_trace(text).plan, engine=engine)
+editor"""
+
+
+def test_run_button_fires_the_net_as_the_engine_decodes(notebook, artifacts):
+    nb = notebook([ENGINE, "print(json.dumps({'fired': editor.fired, 'steps': len(editor.last_run.steps), "
+                           "'busy': editor.busy}))"])
+    nb.run(0)
+    view = nb.panel.locator(".mv-plan-editor")
+    step(view, "5").wait_for()
+    assert view.get_by_role("button", name="Run").is_disabled() is False
+    view.locator("input.mv-question").fill("Chest pain with ST elevation: next step? A. aspirin B. PCI")
+    view.get_by_role("button", name="Run").click()
+    nb.page.wait_for_function(
+        "document.querySelectorAll('.mv-plan-editor .mv-transition.mv-fired').length === 5", timeout=120_000)
+    nb.page.wait_for_function("document.querySelector('.mv-plan-editor .mv-notice').textContent.startsWith('done')")
+    s = json.loads(nb.run(1).strip().splitlines()[-1])
+    assert sorted(s["fired"]) == ["1", "2", "3", "4", "5"] and s["steps"] == 5 and not s["busy"]
+    view.screenshot(path=str(artifacts / "plan_editor-run-light.png"))
