@@ -21,7 +21,7 @@ from .questions import load_questions
 
 __version__ = "0.1.0"
 
-_WIDGETS = ("PlanEditor", "MaskInspector")
+_WIDGETS = ("PlanEditor", "MaskInspector", "RunViewer")
 
 
 def __getattr__(name):
@@ -38,4 +38,5 @@ __all__ = [
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
     "curate", "check_dataset", "load_questions", "CurationError", "PlanEditor", "MaskInspector",
+    "RunViewer",
 ]

@@ -50,7 +50,7 @@ def bundles() -> list[Path]:
 
 def test_every_widget_source_has_a_bundle():
     entries = {p.stem for p in (WIDGETS / "src").glob("*.js") if not p.name.startswith("_")}
-    assert {"plan_editor", "mask_inspector"} <= entries
+    assert {"plan_editor", "mask_inspector", "run_viewer"} <= entries
     assert {p.stem for p in bundles() if p.suffix == ".js"} == entries
     assert (STATIC / "widgets.css").is_file()
 

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:6f7c39e32288057506f48de6af64d576b031ede4653b081f970956f60992c1d6 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:0c1b596d7b7ab41d9f97db2d04f3d639a8669773c03bde637056d857f7734790 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

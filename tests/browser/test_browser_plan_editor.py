@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from engine_setup import ENGINE as _ENGINE
 
 pytestmark = pytest.mark.browser
 
@@ -127,19 +128,7 @@ def test_two_views_of_one_editor_both_work(notebook):
     assert state(nb, 1)["plan"]["steps"][3]["deps"] == ["2"]
 
 
-ENGINE = """\
-import json, torch
-import medverse_lab as ml
-from transformers import Qwen2Config, AutoModelForCausalLM
-from medverse_lab.tokens import train_tokenizer
-text = (ml.__path__[0] + "/examples/stemi.txt")
-text = open(text).read()
-tok = train_tokenizer([text] * 4, vocab_size=512)
-cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-cfg._attn_implementation = "sdpa"
-torch.manual_seed(0)
-engine = ml.Engine(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tok)
+ENGINE = _ENGINE + """\
 editor = ml.PlanEditor(ml.parse_trace(text).plan, engine=engine)
 editor"""
 

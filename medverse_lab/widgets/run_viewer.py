@@ -1,0 +1,315 @@
+"""RunViewer: a run's branches as lanes that grow while the engine decodes.
+
+Runs and reruns decode in a background thread (the notebook stays usable) and stream
+their tokens into the lanes. Each lane has its span on a timeline of forward calls; the
+critical path of the plan is marked and the achieved speedup against sequential decoding
+is computed from the run's own token table. Clicking a step shows its text; it can be
+rerun with a new seed or an edited text (reusing the cache) and the new version is diffed
+against the previous one. Every run and rerun stays in the history.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import threading
+import time
+
+import anywidget
+import traitlets as t
+
+from ..topology import ENGINE_MODES
+from ._shared import CSS, STATIC
+
+
+def critical_path(plan, lengths: dict[str, int]) -> tuple[list[str], int]:
+    """The heaviest dependency chain of ``plan`` with step weights ``lengths`` (tokens):
+    what no parallel scheduler can shorten. Returns (step ids, total length)."""
+    best: dict[str, tuple[int, list[str]]] = {}
+    for s in plan.steps:
+        w = lengths.get(s.id, 0)
+        prev = max((best[d] for d in s.deps if d in best), default=(0, []), key=lambda b: b[0])
+        best[s.id] = (prev[0] + w, prev[1] + [s.id])
+    if not best:
+        return [], 0
+    total, path = max(best.values(), key=lambda b: b[0])
+    return path, total
+
+
+def run_summary(run) -> dict:
+    """Lanes, timeline and speedup of a finished run (see :class:`RunViewer`).
+
+    Speedup counts Phase II (steps and conclusion): a sequential decoder needs one forward
+    call per token, the run needed as many calls as it made; the ideal for its plan is the
+    critical path plus the conclusion.
+    """
+    df = run.tokens
+    branches = df["branch"].to_list()
+    calls = df["forward_call"].to_list()
+    times = df["time_s"].to_list()
+    lanes = []
+    for branch in run.layout.branches:
+        idx = [i for i, b in enumerate(branches) if b == branch]
+        if branch == "prefix":
+            label, text = "Plan", run.plan.to_outline(tagged=False)
+        elif branch == "conclusion":
+            label, text = "Conclusion", run.conclusion
+        else:
+            label, text = f"Step {branch}: {run.plan[branch].description}", run.steps[branch]
+        lanes.append({"branch": branch, "label": label, "text": text, "tokens": len(idx),
+                      "first_call": min((calls[i] for i in idx), default=0),
+                      "last_call": max((calls[i] for i in idx), default=0),
+                      "first_s": min((times[i] for i in idx), default=0.0),
+                      "last_s": max((times[i] for i in idx), default=0.0), "done": True})
+    phase2 = [i for i, b in enumerate(branches) if b != "prefix"]
+    achieved = len({calls[i] for i in phase2})
+    lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids}
+    path, path_len = critical_path(run.plan, lens)
+    ideal = path_len + run.layout.conclusion_len
+    return {
+        "lanes": lanes,
+        "critical_path": path,
+        "critical_tokens": path_len,
+        "phase2_tokens": len(phase2),
+        "forward_calls": achieved,
+        "speedup": round(len(phase2) / achieved, 3) if achieved else 1.0,
+        "ideal_speedup": round(len(phase2) / ideal, 3) if ideal else 1.0,
+        "calls": max(calls, default=0) + 1,
+        "mode": run.mode,
+        "answer": run.answer,
+        "total_s": round(float(run.timings.get("total", 0.0)), 3),
+    }
+
+
+def word_diff(old: str, new: str) -> list[list[str]]:
+    """``[[op, text], ...]`` with op ``=`` (kept), ``-`` (removed) or ``+`` (added), by words."""
+    a, b = re.findall(r"\S+|\s+", old), re.findall(r"\S+|\s+", new)
+    out: list[list[str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(["=", "".join(a[i1:i2])])
+        else:
+            if i2 > i1:
+                out.append(["-", "".join(a[i1:i2])])
+            if j2 > j1:
+                out.append(["+", "".join(b[j1:j2])])
+    return out
+
+
+class RunViewer(anywidget.AnyWidget):
+    """Watch a run decode, read its steps, rerun one, compare versions.
+
+    >>> viewer = ml.RunViewer(engine)            # type a question, press Run
+    >>> viewer = ml.RunViewer(engine, plan=plan) # Run forces this plan instead of Phase I
+    >>> viewer.submit("A 54-year-old ...")       # or from code (background thread)
+    >>> viewer.wait().answer                     # the finished Run
+    >>> viewer.rerun("2", seed=1, wait=True)     # reuses the cache; viewer.diffs shows the change
+    >>> viewer.runs                              # the history, oldest first
+    """
+
+    _esm = STATIC / "run_viewer.js"
+    _css = CSS
+
+    question = t.Unicode("").tag(sync=True)
+    mode = t.Unicode("dag").tag(sync=True)
+    modes = t.List(list(ENGINE_MODES)).tag(sync=True)
+    seed = t.Int(0).tag(sync=True)
+    temperature = t.Float(0.7).tag(sync=True)
+    max_step_tokens = t.Int(64).tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    #: one lane per branch: label, text so far, tokens, forward-call span, done
+    lanes = t.List().tag(sync=True)
+    #: timeline and speedup of the run shown (:func:`run_summary` without the lanes)
+    summary = t.Dict().tag(sync=True)
+    #: the branch selected in the view ("" for none)
+    selected = t.Unicode("").tag(sync=True)
+    #: after a rerun: branch -> word diff against the previous version (:func:`word_diff`)
+    diffs = t.Dict().tag(sync=True)
+    #: one entry per run or rerun: index, kind, step, seed, mode, answer, speedup
+    history = t.List().tag(sync=True)
+    current = t.Int(-1).tag(sync=True)
+    notice = t.Unicode("").tag(sync=True)
+
+    def __init__(self, engine, run=None, question: str = "", plan=None, **kwargs):
+        super().__init__(**kwargs)
+        self.engine = engine
+        #: a Plan (or outline text) that Run forces instead of letting the model plan (None: the model plans)
+        self.forced_plan = plan
+        self.runs: list = []
+        self._parents: list[int | None] = []
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._adding = False
+        self.question = question or (run.question if run is not None else "")
+        if engine is not None:
+            self.mode = getattr(engine, "default_mode", "dag") if getattr(engine, "default_mode", "dag") in ENGINE_MODES \
+                else "dag"
+        if run is not None:
+            self._add(run, {"kind": "run"}, parent=None)
+        self.observe(self._on_current, names="current")
+        self.on_msg(self._on_frontend_msg)
+
+    # ----- the run shown -------------------------------------------------------------------
+    @property
+    def run(self):
+        """The run shown (``None`` before the first)."""
+        return self.runs[self.current] if 0 <= self.current < len(self.runs) else None
+
+    def _show(self, run, diffs=None) -> None:
+        s = run_summary(run)
+        with self.hold_sync():
+            self.lanes = s.pop("lanes")
+            self.summary = s
+            self.diffs = diffs or {}
+
+    def _add(self, run, meta: dict, parent: int | None, diffs=None) -> None:
+        self.runs.append(run)
+        self._parents.append(parent)
+        s = run_summary(run)
+        entry = {"index": len(self.runs) - 1, "kind": meta.get("kind", "run"), "step": meta.get("step"),
+                 "seed": run.seed, "mode": run.mode, "answer": run.answer, "speedup": s["speedup"],
+                 "parent": parent}
+        self._adding = True
+        try:
+            with self.hold_sync():
+                self.history = self.history + [entry]
+                self._show(run, diffs)
+                self.current = len(self.runs) - 1
+        finally:
+            self._adding = False
+
+    def _on_current(self, change) -> None:
+        run = self.run
+        if run is None or self._adding or self.busy:
+            return
+        parent = self._parents[self.current]
+        self._show(run, self._diffs(self.runs[parent], run) if parent is not None else {})
+
+    # ----- decoding in the background --------------------------------------------------------
+    def _start(self, target, *args) -> threading.Thread:
+        with self._lock:
+            if self.busy:
+                raise RuntimeError("a run is in progress; wait for it (viewer.wait())")
+            self.busy = True
+        self.notice = "decoding…"
+        self._thread = threading.Thread(target=target, args=args, daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def wait(self, timeout: float | None = None):
+        """Wait for the background run or rerun; returns the run shown."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.run
+
+    def _streamer(self, lanes: dict[str, dict], order: list[str]):
+        last = [0.0]
+
+        def on_token(ev) -> None:
+            lane = lanes.get(ev.branch)
+            if lane is None:
+                lane = lanes[ev.branch] = {"branch": ev.branch, "label": ev.branch, "text": "", "tokens": 0,
+                                           "first_call": ev.forward_call, "last_call": ev.forward_call,
+                                           "first_s": ev.time_s, "last_s": ev.time_s, "done": False}
+                order.append(ev.branch)
+            lane["text"] += ev.text
+            lane["tokens"] += 1
+            lane["last_call"], lane["last_s"] = ev.forward_call, ev.time_s
+            now = time.monotonic()
+            if now - last[0] > 0.1:  # at most ten updates a second reach the browser
+                last[0] = now
+                self.lanes = [dict(lanes[b]) for b in order]
+                self.summary = {**self.summary, "calls": ev.forward_call + 1, "live": True}
+
+        return on_token
+
+    def submit(self, question: str | None = None, **kwargs) -> threading.Thread:
+        """Run ``question`` in the background with the viewer's mode, seed, temperature and
+        step limit (``kwargs`` go to :meth:`Engine.run`); lanes grow as tokens arrive."""
+        if self.engine is None:
+            raise RuntimeError("no engine: RunViewer(engine)")
+        question = self.question if question is None else question
+        if not question.strip():
+            raise ValueError("type a question first")
+        self.question = question
+        settings = dict(mode=self.mode, seed=self.seed, temperature=self.temperature,
+                        max_step_tokens=self.max_step_tokens, plan=self.forced_plan)
+        settings.update(kwargs)
+        return self._start(self._do_run, question, settings)
+
+    def _do_run(self, question, settings) -> None:
+        lanes, order = {}, []
+        with self.hold_sync():
+            self.lanes, self.diffs, self.summary = [], {}, {"live": True, "calls": 0}
+        try:
+            run = self.engine.run(question, on_token=self._streamer(lanes, order), **settings)
+            self._add(run, {"kind": "run"}, parent=None)
+            self.notice = f"done: answer {run.answer}" if run.answer else "done"
+        except Exception as exc:  # shown in the view; the notebook keeps going
+            self.notice = f"run failed: {type(exc).__name__}: {exc}"
+        finally:
+            self.busy = False
+
+    def rerun(self, step, seed: int | None = None, text: str | None = None, wait: bool = False):
+        """Decode ``step`` of the shown run again (new ``seed`` or forced ``text``), with
+        what depends on it, reusing the cache; the new run joins the history and
+        :attr:`diffs` holds what changed. Returns the thread (``wait=True``: the new Run)."""
+        base = self.run
+        if base is None:
+            raise RuntimeError("no run to rerun yet")
+        if str(step) not in base.plan:
+            raise KeyError(f"no step {step!r} in the run's plan; steps are {base.plan.ids}")
+        thread = self._start(self._do_rerun, self.current, str(step), seed, text)
+        if wait:
+            thread.join()
+            return self.run
+        return thread
+
+    def _do_rerun(self, parent: int, step: str, seed, text) -> None:
+        base = self.runs[parent]
+        lanes = {lane["branch"]: dict(lane) for lane in self.lanes}
+        order = [lane["branch"] for lane in self.lanes]
+        try:
+            run = self.engine.rerun(base, step, seed=seed, text=text, on_token=self._rerun_streamer(lanes, order))
+            self._add(run, {"kind": "rerun", "step": step}, parent=parent, diffs=self._diffs(base, run))
+            self.selected = step
+            self.notice = f"rerun of step {step} done" + (f": answer {run.answer}" if run.answer else "")
+        except Exception as exc:
+            self.notice = f"rerun failed: {type(exc).__name__}: {exc}"
+        finally:
+            self.busy = False
+
+    def _rerun_streamer(self, lanes, order):
+        cleared: set[str] = set()
+        inner = self._streamer(lanes, order)
+
+        def on_token(ev):
+            if ev.branch not in cleared and ev.branch in lanes:  # a dropped branch starts over
+                cleared.add(ev.branch)
+                lanes[ev.branch].update(text="", tokens=0, first_call=ev.forward_call, done=False)
+            inner(ev)
+
+        return on_token
+
+    @staticmethod
+    def _diffs(old, new) -> dict:
+        out = {}
+        for sid in new.plan.ids:
+            if old.steps.get(sid) != new.steps.get(sid):
+                out[sid] = word_diff(old.steps.get(sid, ""), new.steps[sid])
+        if old.conclusion != new.conclusion:
+            out["conclusion"] = word_diff(old.conclusion, new.conclusion)
+        return out
+
+    # ----- messages from the view ----------------------------------------------------------
+    def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+        if not isinstance(content, dict):
+            return
+        try:
+            if content.get("type") == "run":
+                self.submit(content.get("question", self.question))
+            elif content.get("type") == "rerun":
+                seed = content.get("seed")
+                self.rerun(content["step"], seed=None if seed in (None, "") else int(seed), text=content.get("text"))
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            self.notice = str(exc)
