@@ -13,7 +13,15 @@ from __future__ import annotations
 import polars as pl
 from tqdm.auto import tqdm
 
-from .topology import ENGINE_MODES, check_mode
+from .topology import ENGINE_MODES
+
+
+SCHEMA = {
+    "question_id": pl.String, "mode": pl.String, "answer": pl.String, "predicted": pl.String,
+    "correct": pl.Boolean, "plan_valid": pl.Boolean, "decoded_mode": pl.String, "steps": pl.Int64,
+    "width": pl.Int64, "tokens": pl.Int64, "forward_calls": pl.Int64, "time_plan": pl.Float64,
+    "time_steps": pl.Float64, "time_conclusion": pl.Float64, "time_total": pl.Float64, "error": pl.String,
+}
 
 
 def _questions(questions, n):
@@ -34,10 +42,14 @@ def evaluate(engine, questions, modes=("dag", "sequential"), n: int | None = Non
     """
     from .questions import format_question
 
-    modes = tuple(check_mode(m, ENGINE_MODES) for m in modes)
+    from .engine import check_engine_mode
+
+    modes = tuple(check_engine_mode(m) for m in modes)
     if not modes:
         raise ValueError("modes is empty: name at least one of " + ", ".join(ENGINE_MODES))
     qs = _questions(questions, n)
+    if not qs:
+        raise ValueError("no questions to evaluate")
     rows = []
     bar = tqdm(total=len(qs) * len(modes), desc="evaluate", disable=not progress, mininterval=1.0)
     for q in qs:
@@ -64,7 +76,7 @@ def evaluate(engine, questions, modes=("dag", "sequential"), n: int | None = Non
             rows.append(row)
             bar.update()
     bar.close()
-    table = pl.DataFrame(rows, infer_schema_length=None)
+    table = pl.DataFrame(rows, schema=SCHEMA)
     return table, summarize(table)
 
 

@@ -33,8 +33,10 @@ class Segment:
 
 
 def _lens(name: str, value: int | Mapping[str, int], ids: Sequence[str], minimum: int) -> dict[str, int]:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = {i: value for i in ids}
+    if not isinstance(value, Mapping):
+        raise LayoutError(f"{name} must map step ids to lengths (or be one int), not {type(value).__name__}")
     value = {str(k): v for k, v in value.items()}
     missing = [i for i in ids if i not in value]
     extra = [k for k in value if k not in ids]
@@ -43,7 +45,7 @@ def _lens(name: str, value: int | Mapping[str, int], ids: Sequence[str], minimum
                 ([f"names step{'s' if len(extra) > 1 else ''} {', '.join(extra)} not in the plan"] if extra else [])
         raise LayoutError(f"{name} {' and '.join(parts)}; the plan's steps are {list(ids)}")
     for k, v in value.items():
-        if not isinstance(v, int) or v < minimum:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise LayoutError(f"{name}[{k!r}] = {v!r}: must be an integer >= {minimum}")
     return {i: value[i] for i in ids}
 

@@ -227,11 +227,14 @@ class Plan:
                                          s.id, s.offset, src))
                 else:
                     graph.add_edge(d, s.id)
-        cycles = [c for c in nx.simple_cycles(graph)]
         in_cycle = set()
-        for c in cycles:
-            in_cycle.update(c)
-            first = min(c, key=seen.__getitem__)
+        # one problem per strongly connected component: listing every simple cycle is exponential
+        for component in nx.strongly_connected_components(graph):
+            if len(component) < 2:
+                continue
+            in_cycle.update(component)
+            first = min(component, key=seen.__getitem__)
+            c = [u for u, _ in nx.find_cycle(graph.subgraph(component), source=first)]
             step = self.steps[seen[first]]
             loop = " -> ".join(c[c.index(first):] + c[:c.index(first)] + [first])
             found.append(problem("cycle", f"dependencies form a cycle: {loop}", first, step.offset, src))

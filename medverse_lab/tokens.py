@@ -12,6 +12,18 @@ TAGS = (
 )
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def to_dtype(dtype) -> torch.dtype:
+    """A torch dtype from a dtype or its name; ``ValueError`` lists the names accepted."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
 def tag_ids(tokenizer) -> dict[str, int]:
     """``{tag: token id}`` for the 12 tags; raises ``ValueError`` naming the missing ones."""
     vocab = tokenizer.get_vocab()
@@ -21,11 +33,6 @@ def tag_ids(tokenizer) -> dict[str, int]:
             f"the tokenizer has no single token for {', '.join(missing)}; "
             "call ml.add_medverse_tokens(tokenizer, model) first")
     return {t: vocab[t] for t in TAGS}
-
-
-def has_medverse_tokens(tokenizer) -> bool:
-    vocab = tokenizer.get_vocab()
-    return all(t in vocab for t in TAGS)
 
 
 @torch.no_grad()

@@ -86,9 +86,20 @@ def _expand(vis: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
     return vis.repeat_interleave(lens, dim=0).repeat_interleave(lens, dim=1).tril_()
 
 
+def as_layout(obj) -> Layout:
+    """``obj`` if it is a :class:`Layout`, else its ``.layout`` (a Run); ``TypeError`` otherwise."""
+    layout = getattr(obj, "layout", obj)
+    if not isinstance(layout, Layout):
+        raise TypeError(f"expected an ml.Layout or a Run, got {type(obj).__name__}; "
+                        "build one with ml.Layout.from_plan(plan, prefix_len, step_lens)")
+    return layout
+
+
 def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
-    """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k."""
+    """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k.
+    ``layout`` may also be a Run (its ``run.layout``)."""
     check_mode(mode)
+    layout = as_layout(layout)
     if mode == "medverse-sft":
         lens, vis = _sft_groups(layout)
         return _expand(vis, lens)
@@ -155,8 +166,9 @@ def _sft_positions(layout: Layout) -> torch.Tensor:
 
 
 def position_ids(layout: Layout, mode: str = "dag") -> torch.Tensor:
-    """``[T]`` long: the position index of every token under ``mode``."""
+    """``[T]`` long: the position index of every token under ``mode`` (``layout`` may be a Run)."""
     check_mode(mode)
+    layout = as_layout(layout)
     if mode == "medverse-sft":
         return _sft_positions(layout)
     starts = segment_starts(layout.plan, layout.prefix_len, layout.step_lens, mode)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .layout import Layout
 from .prompt import chat_prefix
-from .tokens import tag_ids, train_tokenizer
+from .tokens import tag_ids, to_dtype, train_tokenizer
 from .topology import MODES, attention_mask, check_mode, position_ids
 
 
@@ -64,6 +64,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_mode(self.mode, MODES)
+        to_dtype(self.save_dtype)
         for name in ("batch_size", "grad_accum", "steps", "max_len", "eval_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)}: must be >= 1")
@@ -155,7 +156,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def _prepare(cfg: TrainConfig, tokenizer, records) -> tuple[list[Example], int]:
     examples, skipped = [], 0
     for r in tqdm(records, desc="encoding", leave=False, mininterval=1.0):
-        e = encode(r, tokenizer)
+        try:
+            e = encode(r, tokenizer)
+        except ValueError as exc:  # PlanError, LayoutError, a record without turns
+            raise ValueError(f"record {r.get('id', '?')!r} in {cfg.data}: {exc}") from None
         if len(e.ids) > cfg.max_len:
             skipped += 1
         else:
@@ -187,7 +191,7 @@ def save_checkpoint(model, tokenizer, optimizer, cfg: TrainConfig, step: int, hi
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     model.config.medverse_mode = cfg.mode
-    dtype = getattr(torch, cfg.save_dtype)
+    dtype = to_dtype(cfg.save_dtype)
     state = {k: v.to(dtype) for k, v in model.state_dict().items()}
     model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
@@ -227,7 +231,12 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     if cfg.resume and (out / "trainer_state.pt").exists():
         tokenizer = AutoTokenizer.from_pretrained(out)
         model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True)
-        state = torch.load(out / "trainer_state.pt", weights_only=True)
+        saved = json.loads((out / "train_config.json").read_text())
+        changed = {k: (saved[k], v) for k, v in asdict(cfg).items()
+                   if k in ("mode", "data", "batch_size", "grad_accum", "seed") and saved.get(k) != v}
+        if changed:
+            raise ValueError(f"cannot resume {out}: {changed} differ from the checkpoint's settings (saved, asked)")
+        state = torch.load(out / "trainer_state.pt", weights_only=True, map_location="cpu")
         model.load_state_dict(state["model"])
         start_step = state["step"]
         history = json.loads((out / "history.json").read_text())

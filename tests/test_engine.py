@@ -295,6 +295,9 @@ def test_rerun_with_seed_and_description(engines, plan):
     named = engine.rerun(run, "2", description="troponin -> necrosis", seed=1)
     assert named.plan["2"].description == "troponin -> necrosis" and named.plan["4"] == run.plan["4"]
     assert "<Step> Transient Step 2: troponin -> necrosis\n" in named.text
+    assert "Transient Step 2: troponin -> necrosis; Dependency: []" in named.text  # the plan changed too
+    assert ml.parse_trace(named.text).plan == named.plan
+    assert [e for e in named.events if e["kind"] == "rerun"][0]["dropped"] == plan.ids
     assert named.cache_len == named.layout.T
     chained = engine.rerun(named, "4")
     assert chained.generation == 2 and chained.steps["2"] == named.steps["2"]
@@ -468,3 +471,18 @@ def test_chat_template_prompt(tokenizer, plan):
                           f"Question:\n{Q}<|im_end|>\n<|im_start|>assistant\n<Think>\n")
     assert run.text.startswith(run.prompt)
     assert_exact(engine, run)
+
+
+@pytest.mark.parametrize("outline, kept", [
+    ("Transient Step 1: a; Dependency: []\nTransient Step 3: c; Dependency: [1]\nTransient Step 2: b; Dependency: [1]",
+     ["1", "3"]),                                                       # out of order
+    ("Transient Step 1: a; Dependency: [2]\nTransient Step 2: b; Dependency: [1]", ["1", "2"]),  # a cycle
+    ("Transient Step 1: a; Dependency: [7]", ["1"]),                   # unknown dependency
+    ("no outline at all", ["1"]),
+])
+def test_a_broken_plan_is_salvaged_into_one_a_sequential_run_can_execute(outline, kept):
+    from medverse_lab.engine.decode import salvage_plan
+
+    with pytest.raises(ml.PlanError):
+        ml.Plan.from_outline(outline).validate()
+    assert salvage_plan(outline).ids == kept

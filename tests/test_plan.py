@@ -135,3 +135,11 @@ def test_pyvis_html_is_self_contained_and_escapes_text():
     assert refs.inline_scripts >= 2 and "vis.Network" in page and "new vis.DataSet" in page
     assert "<img" not in page and "\\u0026lt;img src=x" in page
     assert "srcdoc=" in plan.to_pyvis()._repr_html_()
+
+
+def test_a_densely_cyclic_plan_is_one_problem_found_fast():
+    # every step depends on every other: exponentially many simple cycles, one component
+    n = 14
+    plan = ml.Plan(ml.Step(i, f"s{i}", [j for j in range(1, n + 1) if j != i]) for i in range(1, n + 1))
+    cycles = [p for p in plan.problems() if p.kind == "cycle"]
+    assert len(cycles) == 1 and cycles[0].step == "1"

@@ -237,3 +237,12 @@ def test_tokenizer_without_tags_is_explained():
     plain = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
     with pytest.raises(ValueError, match=r"no single token for <Think>.*add_medverse_tokens"):
         ml.Layout.from_token_ids([1, 2], plain)
+
+
+def test_layout_inputs_are_checked():
+    with pytest.raises(ml.LayoutError, match="must map step ids to lengths"):
+        ml.Layout.from_plan(PLAN, 2, [2, 2, 2])
+    with pytest.raises(ml.LayoutError, match="must be an integer >= 1"):
+        ml.Layout.from_plan(PLAN, 2, {"1": True, "2": 2, "3": 2})
+    with pytest.raises(TypeError, match="expected an ml.Layout or a Run, got Plan"):
+        ml.attention_mask(PLAN)

@@ -89,6 +89,14 @@ def test_bad_config_and_bad_data_are_explained(tmp_path):
         TrainConfig(data="x", out="y", mode="tree")
     with pytest.raises(ValueError, match="steps = 0: must be >= 1"):
         TrainConfig(data="x", out="y", steps=0)
+    with pytest.raises(ValueError, match="dtype 'fp16' is not one of float32, float16, bfloat16"):
+        TrainConfig(data="x", out="y", save_dtype="fp16")
+    broken = records(3)
+    broken[1]["messages"][2]["content"] = broken[1]["messages"][2]["content"].replace("Dependency: []", "Dependency: [9]", 1)
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in broken))
+    with pytest.raises(ValueError, match=r"(?s)record '1' in .*broken.jsonl: .*unknown step 9"):
+        train(tiny(path, tmp_path / "out", steps=1), progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": []}\n{oops\n')
     with pytest.raises(ValueError, match="bad.jsonl:2: not JSON"):

@@ -30,6 +30,17 @@ from .sampling import sample
 FALLBACK_STEP = "reason about the question step by step"
 
 
+def salvage_plan(text: str) -> Plan:
+    """A valid plan a ``sequential`` run can execute, kept from an outline that failed
+    validation: the steps that parse, in increasing number order, with only their backward
+    dependencies; one generic step when nothing survives."""
+    kept: list[Step] = []
+    for s in _parse_outline(text)[0]:
+        if s.id.isdigit() and int(s.id) >= 1 and (not kept or int(s.id) > int(kept[-1].id)):
+            kept.append(Step(s.id, s.description, [d for d in s.deps if d in {k.id for k in kept}]))
+    return Plan(kept or [Step("1", FALLBACK_STEP)]).validate()
+
+
 class Branch:
     """One growing segment: the plan (inside the prefix), a step, or the conclusion."""
 
@@ -179,12 +190,7 @@ class Decoder:
         try:
             return Plan.from_outline(text).validate(), self.requested_mode
         except PlanError as err:
-            steps, _ = _parse_outline(text)
-            kept: list[Step] = []
-            for s in steps:  # keep what a sequential run can execute: numbered, unique, backward deps
-                if s.id.isdigit() and int(s.id) >= 1 and s.id not in {k.id for k in kept}:
-                    kept.append(Step(s.id, s.description, [d for d in s.deps if d in {k.id for k in kept}]))
-            plan = Plan(kept or [Step("1", FALLBACK_STEP)])
+            plan = salvage_plan(text)
             self.events.append({"kind": "plan-error", "error": err, "requested_mode": self.requested_mode,
                                 "fallback": "sequential", "plan": plan, "plan_text": text})
             return plan, "sequential"

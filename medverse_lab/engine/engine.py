@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..plan import Plan
-from ..tokens import TAGS, add_medverse_tokens
+from ..tokens import TAGS, add_medverse_tokens, to_dtype
 from ..topology import ENGINE_MODES, segment_visibility
 from .decode import Decoder
 from .kv import new_cache, select_slots
@@ -143,9 +143,9 @@ class Engine:
             raise FileNotFoundError(f"{path} has no *.safetensors weights; the engine loads weights only "
                                     "from safetensors (convert with model.save_pretrained(..., safe_serialization=True))")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        if dtype is None:
+        if dtype is not None:
+            dtype = to_dtype(dtype)
+        else:
             dtype = torch.float32
             if device.type == "cuda":
                 from transformers import AutoConfig
@@ -242,9 +242,9 @@ class Engine:
     def _sampling(seed, temperature, top_p) -> dict:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed = {seed!r}: must be an integer")
-        if not isinstance(temperature, (int, float)) or temperature < 0:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < float("inf"):
             raise ValueError(f"temperature = {temperature!r}: must be a number >= 0 (0 is greedy)")
-        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
             raise ValueError(f"top_p = {top_p!r}: must be in (0, 1]")
         return {"seed": seed, "temperature": float(temperature), "top_p": float(top_p)}
 
@@ -253,12 +253,15 @@ class Engine:
         return Decoder(self, cache=cache, slots=slots, generator=gen, temperature=settings["temperature"],
                        top_p=settings["top_p"], limits=limits, emit=emit, t0=time.perf_counter())
 
-    def _decode_new(self, question, mode, plan, settings, limits, emit):
+    def _decode_new(self, question, mode, plan, settings, limits, emit, forced_bodies=None, generation=0,
+                    first_events=()):
         from .run import Slots
 
         prompt = build_prompt(self.tokenizer, question, self.system_prompt)
         d = self._decoder(new_cache(self.model.config), Slots(), settings, limits, emit)
         d.requested_mode = mode
+        d.forced_bodies.update(forced_bodies or {})
+        d.events.extend(first_events)
         ids = self.encode(prompt)
         d.prompt_len = len(ids)
         if plan is None:
@@ -272,7 +275,7 @@ class Engine:
             d.prefix_len = len(d.slots)
             d.start_steps(plan, mode)
         yield from d.loop()
-        return self._make_run(d, question, prompt, settings, generation=0)
+        return self._make_run(d, question, prompt, settings, generation=generation)
 
     def _make_run(self, d: Decoder, question, prompt, settings, generation, base_timings=None) -> Run:
         m = d.marks
@@ -294,10 +297,11 @@ class Engine:
         (its descendants for ``dag``; every later chunk for ``layered``; every later step for
         ``sequential``) and the conclusion. Every other slot is kept as it is (the cache is
         compacted), so untouched steps stay token-identical. ``seed=None`` uses
-        ``run.seed + generation + 1``; ``text`` forces the step's body; ``description`` writes
-        a new header line for the step (the plan in the prefix is what the model read and
-        stays; ``run.plan`` carries the new description). Returns a new :class:`Run`; ``run``
-        is left usable.
+        ``run.seed + generation + 1``; ``text`` forces the step's body. ``description``
+        rewrites the step in the plan: since every step and the conclusion read the plan, that
+        invalidates all of Phase II, so the prompt is kept and everything from the plan on is
+        decoded again with the edited plan forced (``run.events`` says so). Returns a new
+        :class:`Run`; ``run`` is left usable.
         """
         events = self._start_rerun(run, step, seed, text, description, emit=on_token is not None)
         return _drain(events, on_token)
@@ -327,6 +331,13 @@ class Engine:
         later = plan.ids[plan.ids.index(sid) + 1:]  # (sequential's segment rule is all True; order cuts it)
         drop = {sid} | {t for t in later if bool(vis[index[t], index[sid]])} | {"conclusion"}
         forced = None if text is None else self.encode(text)
+        if description is not None:
+            note = {"kind": "rerun", "step": sid, "dropped": list(plan.ids), "kept_slots": 0, "seed": settings["seed"],
+                    "text": forced is not None, "description": plan[sid].description,
+                    "reason": "a new description changes the plan every step reads: Phase II decoded again"}
+            return self._decode_new(run.question, run.mode, plan, settings, limits, emit,
+                                    forced_bodies={sid: forced} if forced is not None else None,
+                                    generation=gen_no, first_events=[note])
         return self._decode_rerun(run, plan, sid, drop, forced, settings, limits, gen_no, emit)
 
     def _decode_rerun(self, run: Run, plan, sid, drop, forced, settings, limits, gen_no, emit):
