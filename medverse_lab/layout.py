@@ -9,6 +9,7 @@ Masks and positions (:mod:`medverse_lab.topology`) are computed from a layout al
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -50,6 +51,28 @@ def _lens(name: str, value: int | Mapping[str, int], ids: Sequence[str], minimum
     return {i: value[i] for i in ids}
 
 
+_COLLATOR_STEP = re.compile(r"Transient\s+Step\s+(\d+)", re.IGNORECASE)
+_COLLATOR_DEPS = re.compile(r"Dependency\s*:\s*\[([0-9,\s]*)\]", re.IGNORECASE)
+
+
+def _collator_deps(ids: list[int], tokenizer, tags: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    """Step dependencies as the public collator reads them: only inside ``<Outline>`` tags
+    and only after the word ``Dependency``; a step it finds none for depends on nothing."""
+    deps: dict[str, tuple[str, ...]] = {}
+    start = None
+    for i, t in enumerate(ids):
+        if t == tags["<Outline>"]:
+            start = i
+        elif t == tags["</Outline>"] and start is not None:
+            text = tokenizer.decode(ids[start + 1: i])
+            step, found = _COLLATOR_STEP.search(text), _COLLATOR_DEPS.search(text)
+            if step:
+                listed = found.group(1).split(",") if found else []
+                deps[str(int(step.group(1)))] = tuple(str(int(d)) for d in listed if d.strip().isdigit())
+            start = None
+    return deps
+
+
 class Layout:
     """The segments of a run: prefix, steps in plan order, conclusion.
 
@@ -83,6 +106,8 @@ class Layout:
         if token_ids is not None and len(token_ids) != self.T:
             raise LayoutError(f"{len(token_ids)} token ids for a layout of {self.T} tokens")
         self.token_ids = None if token_ids is None else tuple(int(i) for i in token_ids)
+        #: the dependencies ``medverse-sft`` chunks by (see :func:`_collator_deps`)
+        self.collator_deps: dict[str, tuple[str, ...]] = {s.id: s.deps for s in plan.steps}
 
     # ----- constructors ---------------------------------------------------------------
     @classmethod
@@ -140,7 +165,9 @@ class Layout:
         step_lens = {sid: b - a for sid, a, b in zip(executed, starts, stops)}
         seps = {sid: b - c - 1 for sid, (_, c), b in zip(executed, blocks, stops)}
         conclusion_len = len(ids) - (stops[-1] if blocks else prefix_len)
-        return cls(plan, prefix_len, step_lens, conclusion_len, seps, token_ids=ids)
+        layout = cls(plan, prefix_len, step_lens, conclusion_len, seps, token_ids=ids)
+        layout.collator_deps = _collator_deps(ids, tokenizer, tags)
+        return layout
 
     @classmethod
     def from_trace(cls, trace, tokenizer) -> "Layout":

@@ -105,6 +105,16 @@ def _parse_outline(text: str, base: int = 0, source: str | None = None) -> tuple
     return steps, problems
 
 
+def chunk_steps(ids: Iterable[str], deps: dict[str, Iterable[str]]) -> list[list[str]]:
+    """``ids`` in order, cut where a step depends on a step of the current chunk."""
+    chunks: list[list[str]] = []
+    for sid in ids:
+        if not chunks or set(deps.get(sid, ())) & set(chunks[-1]):
+            chunks.append([])
+        chunks[-1].append(sid)
+    return chunks
+
+
 class Plan:
     """An ordered list of steps with declared dependencies.
 
@@ -305,12 +315,7 @@ class Plan:
     def chunks(self) -> list[list[str]]:
         """Plan order cut into chunks, a new chunk starting when a step depends on a step
         of the current chunk (the public training rule; see ``layered`` mode)."""
-        chunks: list[list[str]] = []
-        for s in self.steps:
-            if not chunks or set(s.deps) & set(chunks[-1]):
-                chunks.append([])
-            chunks[-1].append(s.id)
-        return chunks
+        return chunk_steps(self.ids, {s.id: s.deps for s in self.steps})
 
     def levels(self) -> list[list[str]]:
         """Steps grouped by depth (longest path from a root): the waves of a Petri net

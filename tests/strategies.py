@@ -36,9 +36,10 @@ def trace_texts(draw) -> tuple[str, ml.Plan]:
     plan = draw(plans())
     tagged = draw(st.booleans())
     keyword = draw(st.sampled_from(["Transient Step", "transient step", "Transient  Step", "TRANSIENT STEP"]))
+    dependency = draw(st.sampled_from(["Dependency", "Dependency", "Dependencies"]))
     lines = []
     for s in plan.steps:
-        line = f"{keyword} {s.id}: {s.description}; Dependency: [{', '.join(s.deps)}]"
+        line = f"{keyword} {s.id}: {s.description}; {dependency}: [{', '.join(s.deps)}]"
         lines.append(f"<Outline> {line} </Outline>" if tagged else line)
     sep = draw(st.sampled_from(["\n", "\n\n", " \n"]))
     blocks = "".join(

@@ -117,19 +117,28 @@ def test_dag_rule_by_segments(layout):
 
 # ----- medverse-sft against the public collator's rule, on tokenized text -------------
 
-def reference_collator(ids: list[int], tok, plan: ml.Plan):
-    """DESIGN §3's medverse-sft, written straight from its text over raw token ids."""
+def reference_collator(ids: list[int], tok):
+    """DESIGN §3's medverse-sft over raw token ids, reading dependencies as the public
+    collator does: inside <Outline> tags only, after the word 'Dependency'."""
     tags = ml.tag_ids(tok)
-    blocks, start = [], None
+    deps, blocks, start = {}, [], None
     for i, t in enumerate(ids):
-        if t == tags["<Step>"]:
+        if t == tags["<Outline>"]:
+            start = i
+        elif t == tags["</Outline>"]:
+            text = tok.decode(ids[start + 1:i])
+            sid = re.search(r"Transient\s+Step\s+(\d+)", text, re.I)
+            found = re.search(r"Dependency\s*:\s*\[([0-9,\s]*)\]", text, re.I)
+            if sid:
+                deps[sid.group(1)] = {d.strip() for d in (found.group(1).split(",") if found else []) if d.strip()}
+        elif t == tags["<Step>"]:
             start = i
         elif t == tags["</Step>"]:
             header = tok.decode(ids[start + 1:i]).split(":")[0]
             blocks.append((start, i + 1, header.split()[-1]))
     chunks, current = [], []
     for block in blocks:
-        if current and set(plan[block[2]].deps) & {b[2] for b in current}:
+        if current and deps.get(block[2], set()) & {b[2] for b in current}:
             chunks.append(current)
             current = []
         current.append(block)
@@ -164,7 +173,7 @@ def test_medverse_sft_matches_the_collator_on_tokenized_text(tokenizer, separato
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     layout = ml.Layout.from_token_ids(ids, tokenizer)
     assert set(layout.separator_lens.values()) == ({0} if not separator else {1})
-    mask, pos = reference_collator(ids, tokenizer, plan)
+    mask, pos = reference_collator(ids, tokenizer)
     assert torch.equal(ml.attention_mask(layout, "medverse-sft"), mask)
     assert ml.position_ids(layout, "medverse-sft").tolist() == pos
 
