@@ -21,7 +21,14 @@ from .questions import load_questions
 
 __version__ = "0.1.0"
 
-_WIDGETS = ("PlanEditor", "MaskInspector", "RunViewer")
+_WIDGETS = ("PlanEditor", "MaskInspector", "RunViewer", "Workbench")
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext medverse_lab`` registers ``%medverse run ...`` and ``%%medverse_plan``."""
+    from .widgets.magics import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name):
@@ -38,5 +45,5 @@ __all__ = [
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
     "curate", "check_dataset", "load_questions", "CurationError", "PlanEditor", "MaskInspector",
-    "RunViewer",
+    "RunViewer", "Workbench",
 ]

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:0c1b596d7b7ab41d9f97db2d04f3d639a8669773c03bde637056d857f7734790 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:d2002c5a221ca93a298f9d7812aff5fbd41a49433b661234f67250907dc0fb85 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

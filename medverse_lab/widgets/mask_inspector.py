@@ -170,26 +170,40 @@ class MaskInspector(anywidget.AnyWidget):
     #: the answer to the last click (:func:`explain`, plus ``other`` for the diff mode)
     explanation = t.Dict().tag(sync=True)
     notice = t.Unicode("").tag(sync=True)
+    #: the branch highlighted (a step id, "prefix", "conclusion" or ""); a click on a band sets it
+    selected = t.Unicode("").tag(sync=True)
 
     def __init__(self, source, mode: str | None = None, diff: str | None = None, tokenizer=None, **kwargs):
         super().__init__(**kwargs)
+        self._observing = False
+        self.show(source, mode=mode, diff=diff, tokenizer=tokenizer)
+        self.on_msg(self._on_frontend_msg)
+
+    def show(self, source, mode: str | None = None, diff: str | None = None, tokenizer=None) -> None:
+        """Show another run or layout in this view (mode: the given one, else the run's,
+        else the current; the diff mode is kept unless given)."""
         if isinstance(source, Layout):
-            self.token_layout, self.run = source, None
+            layout, run, run_mode = source, None, ""
         elif hasattr(source, "layout"):
-            self.token_layout, self.run = source.layout, source
-            self.run_mode = getattr(source, "mode", "") or ""
+            layout, run, run_mode = source.layout, source, getattr(source, "mode", "") or ""
         else:
             raise TypeError(f"MaskInspector takes a Run or a Layout, not {type(source).__name__}")
-        self._packed: dict[str, bytes] = {}
+        mode = check_mode(mode or run_mode or (self.mode if self._observing else "dag"))
+        diff = check_mode(diff) if diff else (self.diff_mode if self._observing else "")
+        if self._observing:
+            self.unobserve(self._on_modes, names=["mode", "diff_mode"])
+        self.token_layout, self.run, self._packed = layout, run, {}
         with self.hold_sync():
-            self.T = self.token_layout.T
-            self.segments = [{"branch": s.branch, "start": s.start, "stop": s.stop} for s in self.token_layout.segments]
+            self.run_mode = run_mode
+            self.T = layout.T
+            self.segments = [{"branch": s.branch, "start": s.start, "stop": s.stop} for s in layout.segments]
             self.tokens = self._token_texts(tokenizer)
-            self.mode = check_mode(mode or self.run_mode or "dag")
-            self.diff_mode = check_mode(diff) if diff else ""
+            self.mode, self.diff_mode = mode, diff
+            if self.selected not in layout.branches:
+                self.selected = ""
             self._refresh()
         self.observe(self._on_modes, names=["mode", "diff_mode"])
-        self.on_msg(self._on_frontend_msg)
+        self._observing = True
 
     # ----- data --------------------------------------------------------------------------
     def _token_texts(self, tokenizer) -> list[str]:
@@ -254,6 +268,9 @@ class MaskInspector(anywidget.AnyWidget):
         return res
 
     def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+        if isinstance(content, dict) and content.get("type") == "select":
+            branch = str(content.get("branch", ""))
+            self.selected = branch if branch in self.token_layout.branches else ""
         if isinstance(content, dict) and content.get("type") == "explain":
             try:
                 self.explain(content["q"], content["k"])

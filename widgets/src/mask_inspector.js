@@ -283,6 +283,23 @@ function render({ model, el }) {
     }
     if (clicked && clicked.q >= view.r0 && clicked.q < view.r0 + view.n && clicked.k >= view.c0
       && clicked.k < view.c0 + view.n) mark(clicked.q, clicked.k, cssVar(root, "--jp-warn-color1", "#f57c00"), 2);
+    const selected = model.get("selected");
+    const seg = model.get("segments").find((sg) => sg.branch === selected);
+    if (seg) { // the selected branch: its band outlined, its rows and columns tinted
+      const a = Math.max(seg.start, view.c0) - view.c0;
+      const b = Math.min(seg.stop, view.c0 + view.n) - view.c0;
+      const ra = Math.max(seg.start, view.r0) - view.r0;
+      const rb = Math.min(seg.stop, view.r0 + view.n) - view.r0;
+      octx.fillStyle = cssVar(root, "--jp-warn-color1", "#f57c00");
+      octx.globalAlpha = 0.18;
+      if (b > a) octx.fillRect(BAND + a * sc, BAND, (b - a) * sc, d);
+      if (rb > ra) octx.fillRect(BAND, BAND + ra * sc, d, (rb - ra) * sc);
+      octx.globalAlpha = 1;
+      octx.strokeStyle = octx.fillStyle;
+      octx.lineWidth = 2;
+      if (b > a) octx.strokeRect(BAND + a * sc, 1, (b - a) * sc, BAND - 4);
+      if (rb > ra) octx.strokeRect(1, BAND + ra * sc, BAND - 4, (rb - ra) * sc);
+    }
     if (hover && hover.i !== undefined) {
       octx.fillStyle = fg;
       octx.fillRect(BAND + (hover.i - view.c0) * sc, BAND + d + GAP, Math.max(sc, 1), STRIP);
@@ -397,6 +414,13 @@ function render({ model, el }) {
   overlay.addEventListener("click", (e) => {
     if (drag && drag.moved) return;
     const [x, y] = local(e);
+    const d = D();
+    if ((y < BAND && x >= BAND && x < BAND + d) || (x < BAND && y >= BAND && y < BAND + d)) {
+      const i = y < BAND ? toCol(x - BAND) : toRow(y - BAND); // a band: select its branch
+      const branch = segOf(i).branch;
+      model.send({ type: "select", branch: branch === model.get("selected") ? "" : branch });
+      return;
+    }
     if (!inMatrix(x, y)) return;
     clicked = { q: toRow(y - BAND), k: toCol(x - BAND) };
     model.send({ type: "explain", q: clicked.q, k: clicked.k });
@@ -428,6 +452,7 @@ function render({ model, el }) {
   for (const name of dataTraits) model.on(`change:${name}`, onData);
   for (const name of textTraits) model.on(`change:${name}`, showControls);
   model.on("change:explanation", showExplanation);
+  model.on("change:selected", scheduleOverlay);
   // redraw when the JupyterLab theme changes (colours come from --jp-* variables)
   const themeWatch = new MutationObserver(() => { draw(); showControls(); });
   themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
@@ -441,6 +466,7 @@ function render({ model, el }) {
     for (const name of dataTraits) model.off(`change:${name}`, onData);
     for (const name of textTraits) model.off(`change:${name}`, showControls);
     model.off("change:explanation", showExplanation);
+    model.off("change:selected", scheduleOverlay);
     if (frame) cancelAnimationFrame(frame);
   };
 }

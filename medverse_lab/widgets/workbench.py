@@ -1,0 +1,79 @@
+"""Workbench: a question, the run and its plan and mask, linked.
+
+A :class:`RunViewer` (question, mode, sampling, lanes, reruns, history), a
+:class:`PlanEditor` showing the plan of the run on display (edit it and tick "run my
+plan" to force it on the next run) and a :class:`MaskInspector` of that run. Selecting a
+step in any of the three selects it in the others.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as w
+import traitlets as t
+
+from ..plan import Plan, Step
+from .mask_inspector import MaskInspector
+from .plan_editor import PlanEditor
+from .run_viewer import RunViewer
+
+
+def question_text(q) -> str:
+    """The text the engine is asked: the question and its lettered options."""
+    options = "\n".join(f"{k}. {v}" for k, v in q.options.items())
+    return f"{q.question.strip()}\n{options}" if options else q.question.strip()
+
+
+class Workbench(w.VBox):
+    """``ml.Workbench(engine, questions="questions.jsonl")``: everything on one page.
+
+    Attributes: ``viewer`` (RunViewer), ``editor`` (PlanEditor), ``inspector``
+    (MaskInspector, once a run exists), ``questions`` (loaded questions).
+    """
+
+    def __init__(self, engine, questions=None, plan: Plan | None = None, **kwargs):
+        from ..questions import load_questions
+
+        self.engine = engine
+        self.questions = load_questions(questions) if questions is not None else []
+        self.viewer = RunViewer(engine)
+        self.editor = PlanEditor(plan if plan is not None else Plan([Step("1", "first step")]))
+        self.inspector: MaskInspector | None = None
+        self.picker = w.Dropdown(options=[("(type a question)", -1)] + [
+            (f"{q.id}: {q.question.strip()[:70]}", i) for i, q in enumerate(self.questions)],
+            value=-1, description="Question", layout=w.Layout(width="100%"))
+        self.picker.observe(self._on_pick, names="value")
+        self.use_plan = w.Checkbox(value=plan is not None, description="run my plan (below) instead of the model's",
+                                   indent=False)
+        self.use_plan.observe(self._sync_plan, names="value")
+        self.editor.observe(self._sync_plan, names="plan_json")
+        self._mask_box = w.VBox([w.HTML("<i>The mask appears after the first run.</i>")])
+        t.link((self.viewer, "selected"), (self.editor, "selected"))
+        self.viewer.observe(self._on_run, names="current")
+        self._sync_plan()
+        tabs = w.Tab(children=[self.editor, self._mask_box])
+        tabs.set_title(0, "Plan")
+        tabs.set_title(1, "Mask")
+        children = ([self.picker] if self.questions else []) + [self.viewer, self.use_plan, tabs]
+        super().__init__(children=children, **kwargs)
+        if self.viewer.run is not None:
+            self._on_run()
+
+    def _on_pick(self, change) -> None:
+        if change["new"] is not None and change["new"] >= 0:
+            self.viewer.question = question_text(self.questions[change["new"]])
+
+    def _sync_plan(self, _change=None) -> None:
+        self.viewer.forced_plan = self.editor.plan if self.use_plan.value else None
+
+    def _on_run(self, _change=None) -> None:
+        run = self.viewer.run
+        if run is None:
+            return
+        if not self.use_plan.value and run.plan != self.editor.plan:
+            self.editor.plan = run.plan
+        if self.inspector is None:
+            self.inspector = MaskInspector(run)
+            t.link((self.viewer, "selected"), (self.inspector, "selected"))
+            self._mask_box.children = [self.inspector]
+        else:
+            self.inspector.show(run, mode=run.mode)

@@ -1,0 +1,72 @@
+"""Workbench and magics in a real JupyterLab: a run fills all three views, and selecting
+a step in one highlights it in the others; %%medverse_plan and %medverse run render."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from engine_setup import ENGINE
+
+pytestmark = pytest.mark.browser
+
+WORKBENCH = ENGINE + """\
+wb = ml.Workbench(engine, plan=ml.parse_trace(text).plan)
+wb.viewer.question = "Chest pain, ST elevation: next step? A. aspirin B. PCI"
+wb.viewer.max_step_tokens = 6
+wb"""
+STATE = ("print(json.dumps({'viewer': wb.viewer.selected, 'editor': wb.editor.selected, "
+         "'inspector': wb.inspector.selected, 'T': wb.inspector.T, 'run_T': wb.viewer.run.layout.T}))")
+
+
+def test_workbench_links_the_three_views(notebook, artifacts):
+    nb = notebook([WORKBENCH, STATE])
+    nb.run(0)
+    panel, page = nb.panel, nb.page
+    panel.locator(".mv-run-viewer").get_by_role("button", name="Run").click()
+    page.wait_for_function("document.querySelectorAll('.mv-run-viewer .mv-history .mv-chip').length === 1",
+                           timeout=120_000)
+    # select step 3 in the run viewer: the plan editor highlights it
+    panel.locator(".mv-run-viewer .mv-lane[data-branch='3']").click()
+    page.wait_for_function("document.querySelector('.mv-plan-editor .mv-transition[data-step=\"3\"]')"
+                           ".classList.contains('mv-selected')")
+    # select step 2 in the plan editor: the run viewer follows
+    panel.locator(".mv-plan-editor .mv-transition[data-step='2']").click()
+    page.wait_for_function("document.querySelector('.mv-run-viewer .mv-lane[data-branch=\"2\"]')"
+                           ".classList.contains('mv-selected')")
+    panel.locator(".lm-TabBar-tab", has_text="Mask").click()
+    view = panel.locator(".mv-mask-inspector")
+    view.locator("canvas.mv-overlay").wait_for()
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.draws >= 1")
+    s = json.loads(nb.run(1).strip().splitlines()[-1])
+    assert s["viewer"] == s["editor"] == s["inspector"] == "2" and s["T"] == s["run_T"]
+    # a click on the mask's top band selects that branch everywhere
+    T = s["T"]
+    drawn = (560 // T) * T if T <= 560 else 560  # as in widgets/src/mask_inspector.js
+    view.locator("canvas.mv-overlay").click(position={"x": 18 + drawn - 2, "y": 6})  # the conclusion's band
+    page.wait_for_function("document.querySelector('.mv-run-viewer .mv-lane[data-branch=\"conclusion\"]')"
+                           ".classList.contains('mv-selected')")
+    panel.locator(".jp-OutputArea-output").first.screenshot(path=str(artifacts / "workbench-light.png"))
+    assert page.js_errors == []
+
+
+MAGICS = [
+    "%load_ext medverse_lab\n" + ENGINE,
+    "%%medverse_plan ed\nTransient Step 1: chest pain -> STEMI; Dependency: []\n"
+    "Transient Step 2: troponin -> necrosis; Dependency: []\nTransient Step 3: STEMI + necrosis -> PCI; Dependency: [1, 2]",
+    '%medverse run "Chest pain: next step? A. aspirin B. PCI" --plan ed --max-step-tokens 5 --seed 2',
+    "%%medverse_plan\nTransient Step 1: no dependency list here",
+]
+
+
+def test_magics_open_an_editor_a_run_viewer_and_show_plan_errors(notebook):
+    nb = notebook(MAGICS)
+    nb.run(0)
+    nb.run(1)
+    panel, page = nb.panel, nb.page
+    panel.locator(".mv-plan-editor .mv-transition[data-step='3']").wait_for()
+    nb.run(2)
+    page.wait_for_function("document.querySelectorAll('.mv-run-viewer .mv-history .mv-chip').length === 1",
+                           timeout=120_000)
+    assert panel.locator(".mv-run-viewer .mv-lane").count() == 5  # plan, three steps, conclusion
+    assert "bad-outline" in nb.run(3)
