@@ -150,12 +150,25 @@ def artifacts() -> Path:
 class Notebook:
     """An open notebook in the page: run cells by index, read their output."""
 
-    def __init__(self, page, lab: Lab, name: str, cells: list[str]):
+    def __init__(self, page, lab: Lab, name: str, cells: list[str] | None):
         self.page = page
-        page.goto(lab.notebook(name, cells))
+        page.goto(lab.notebook(name, cells) if cells is not None else
+                  f"{lab.url}lab/workspaces/{Path(name).stem}/tree/{name}?token={lab.token}")
         self.panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
         self.panel.locator(".jp-Notebook .jp-Cell").first.wait_for()
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+
+    def run_all(self, timeout: float = 300_000) -> None:
+        """Run every cell (Run > Run All Cells) and wait until each has finished."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        prompts = self.panel.locator(".jp-CodeCell .jp-InputArea-prompt")
+        deadline = time.time() + timeout / 1000
+        while not all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts.all_inner_texts()):
+            if time.time() > deadline:
+                self.page.screenshot(path=str(ARTIFACTS / "timeout.png"))
+                raise TimeoutError(f"cells did not finish: {prompts.all_inner_texts()}")
+            time.sleep(0.3)
 
     def cell(self, i: int):
         return self.panel.locator(".jp-Notebook .jp-Cell").nth(i)
@@ -197,8 +210,11 @@ class Notebook:
 
 @pytest.fixture
 def notebook(page, lab, request):
-    """``notebook(cells)`` opens a fresh notebook named after the test."""
-    def open_(cells: list[str]) -> Notebook:
+    """``notebook(cells)`` opens a fresh notebook named after the test; ``notebook(path=p)``
+    opens a copy of the notebook file ``p``."""
+    def open_(cells: list[str] | None = None, path: Path | None = None) -> Notebook:
         name = re.sub(r"\W+", "_", request.node.name) + ".ipynb"
-        return Notebook(page, lab, name, cells)
+        if path is not None:
+            shutil.copy(path, lab.root / name)
+        return Notebook(page, lab, name, cells if path is None else None)
     return open_
