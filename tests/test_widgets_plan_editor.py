@@ -233,3 +233,14 @@ def test_edits_are_refused_while_running(engine, plan):
     with pytest.raises(RuntimeError, match="running"):
         editor.add_step("x")
     assert not editor.undo()
+
+
+def test_an_empty_plan_can_be_edited_but_not_fired():
+    editor = PlanEditor(ml.Plan([]))
+    assert editor.plan is None and [e["kind"] for e in editor.errors] == ["empty-plan"]
+    with pytest.raises(RuntimeError, match="no valid plan"):
+        editor.fire_frontier()
+    editor._on_frontend_msg(editor, {"type": "edit", "op": "fire", "args": {}}, [])
+    assert "no valid plan" in editor.notice
+    editor.add_step("a -> b")
+    assert editor.plan.ids == ["1"] and editor.frontier == ["1"]

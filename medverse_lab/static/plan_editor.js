@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:d2002c5a221ca93a298f9d7812aff5fbd41a49433b661234f67250907dc0fb85 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:b62d16dc04a722d95a9726128215737e9e9bd58a6a2f3c62a6852e5ac55903f7 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -101,7 +101,7 @@ function render({ model, el }) {
   );
   const panel = h("div", "mv-panel");
   panel.append(sideTitle, idLabel, descLabel, depsTitle, depsBox, stepProblems, removeBtn);
-  const hint = h("div", "mv-hint", "Click a step to edit it. “Link steps”, then click two steps, toggles a dependency.");
+  const hint = h("div", "mv-hint", "Click a step to edit it (Delete removes it). “Link steps”, then click two steps, toggles a dependency.");
   side.append(hint, panel);
   idInput.addEventListener("change", () => {
     const step = model.get("selected");
@@ -314,6 +314,10 @@ function render({ model, el }) {
       send("redo");
     } else if (e.key === "Escape" && linking) {
       setLinking(false);
+    } else if (e.key === "Delete" && model.get("selected")) {
+      e.preventDefault();
+      e.stopPropagation();
+      send("remove", { step: model.get("selected") });
     }
   });
   redraw();

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:d2002c5a221ca93a298f9d7812aff5fbd41a49433b661234f67250907dc0fb85 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:b62d16dc04a722d95a9726128215737e9e9bd58a6a2f3c62a6852e5ac55903f7 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

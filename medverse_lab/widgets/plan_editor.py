@@ -282,14 +282,19 @@ class PlanEditor(anywidget.AnyWidget):
             self.frontier = net.frontier() if net else []
             self.fired = list(net.fired) if net else []
 
+    def _valid_net(self) -> PetriNet:
+        if self._net is None:
+            raise RuntimeError("no valid plan yet: fix the problems first")
+        return self._net
+
     def fire(self, step_id) -> None:
         """Fire a step's transition in the drawing (PetriNetError when not enabled)."""
-        self._net.fire(str(step_id))
+        self._valid_net().fire(str(step_id))
         self._show_marking()
 
     def fire_frontier(self) -> list[str]:
         """Fire every enabled step at once (one wave); returns the steps fired."""
-        wave = self._net.frontier()
+        wave = self._valid_net().frontier()
         for sid in wave:
             self._net.fire(sid)
         self._show_marking()
@@ -297,7 +302,7 @@ class PlanEditor(anywidget.AnyWidget):
 
     def reset_marking(self) -> None:
         """Back to the initial marking: only the source place holds a token."""
-        self._net.reset()
+        self._valid_net().reset()
         self.running = []
         self._show_marking()
 
@@ -307,6 +312,7 @@ class PlanEditor(anywidget.AnyWidget):
         step as it finishes. Returns the thread (``wait=True``: the finished Run)."""
         if self.engine is None:
             raise RuntimeError("no engine: PlanEditor(plan, engine=ml.Engine.load())")
+        self._valid_net()
         question = self.question if question is None else question
         if not question.strip():
             raise ValueError("type a question first")

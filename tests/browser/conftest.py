@@ -69,6 +69,21 @@ class Lab:
     def __init__(self, url: str, token: str, root: Path):
         self.url, self.token, self.root = url, token, root
 
+    def _api(self, method: str, path: str):
+        req = urllib.request.Request(f"{self.url}api/{path}", method=method,
+                                     headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def shutdown_kernels(self) -> None:
+        """Shut down every kernel the tests started (by their sessions)."""
+        try:
+            for session in self._api("GET", "sessions"):
+                self._api("DELETE", f"sessions/{session['id']}")
+        except OSError:
+            pass
+
     def notebook(self, name: str, cells: list[str]) -> str:
         """Write a notebook of code cells into the root; returns its lab URL."""
         nb = {"nbformat": 4, "nbformat_minor": 5,
@@ -127,6 +142,14 @@ def browser(browser_ready):
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.browser_failed = True
 
 
 @pytest.fixture
@@ -208,6 +231,20 @@ class Notebook:
         self.page.wait_for_timeout(500)
 
 
+def _capture_failure(page, request) -> None:
+    """After a failed test: a screenshot of the page and the text of any open dialog."""
+    if not getattr(request.node, "browser_failed", False):
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = re.sub(r"\W+", "_", request.node.name)
+    try:
+        page.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"))
+        notes = page.locator(".jp-Dialog").all_inner_texts() + page.js_errors
+        (ARTIFACTS / f"failed-{name}.txt").write_text("\n---\n".join(notes))
+    except Exception:  # the page may be gone
+        pass
+
+
 @pytest.fixture
 def notebook(page, lab, request):
     """``notebook(cells)`` opens a fresh notebook named after the test; ``notebook(path=p)``
@@ -217,4 +254,6 @@ def notebook(page, lab, request):
         if path is not None:
             shutil.copy(path, lab.root / name)
         return Notebook(page, lab, name, cells if path is None else None)
-    return open_
+    yield open_
+    _capture_failure(page, request)
+    lab.shutdown_kernels()  # kernels outlive the page: free their memory for the next test

@@ -46,7 +46,13 @@ def test_workbench_links_the_three_views(notebook, artifacts):
     view.locator("canvas.mv-overlay").click(position={"x": 18 + drawn - 2, "y": 6})  # the conclusion's band
     page.wait_for_function("document.querySelector('.mv-run-viewer .mv-lane[data-branch=\"conclusion\"]')"
                            ".classList.contains('mv-selected')")
-    panel.locator(".jp-OutputArea-output").first.screenshot(path=str(artifacts / "workbench-light.png"))
+    output = panel.locator(".jp-OutputArea-output").first
+    output.screenshot(path=str(artifacts / "workbench-light.png"))
+    nb.set_theme("JupyterLab Dark")
+    try:
+        output.screenshot(path=str(artifacts / "workbench-dark.png"))
+    finally:
+        nb.set_theme("JupyterLab Light")
     assert page.js_errors == []
 
 

@@ -73,7 +73,7 @@ function render({ model, el }) {
     () => send("remove", { step: model.get("selected") }), "mv-button mv-danger");
   const panel = h("div", "mv-panel");
   panel.append(sideTitle, idLabel, descLabel, depsTitle, depsBox, stepProblems, removeBtn);
-  const hint = h("div", "mv-hint", "Click a step to edit it. “Link steps”, then click two steps, toggles a dependency.");
+  const hint = h("div", "mv-hint", "Click a step to edit it (Delete removes it). “Link steps”, then click two steps, toggles a dependency.");
   side.append(hint, panel);
 
   idInput.addEventListener("change", () => {
@@ -262,6 +262,10 @@ function render({ model, el }) {
       send("redo");
     } else if (e.key === "Escape" && linking) {
       setLinking(false);
+    } else if (e.key === "Delete" && model.get("selected")) {
+      e.preventDefault();
+      e.stopPropagation();
+      send("remove", { step: model.get("selected") });
     }
   });
   redraw();
