@@ -112,6 +112,10 @@ def test_rerun_with_text_diffs_the_step_and_keeps_the_history(engine, plan):
     assert "".join(t for op, t in ops if op != "+") == first.steps["2"]
     assert viewer.history[1]["kind"] == "rerun" and viewer.history[1]["step"] == "2"
     assert viewer.history[1]["parent"] == 0 and viewer.selected == "2"
+    s = viewer.summary  # the speedup of a rerun counts what it decoded again: step 2 and what sees it
+    redone = new.tokens.filter(new.tokens["branch"].is_in(["2", "4", "5", "conclusion"]))
+    assert s["scope"] == "rerun of step 2" and s["phase2_tokens"] == redone.height
+    assert s["forward_calls"] == redone["forward_call"].n_unique()
     viewer.current = 0  # back to the first run: its lanes, no diff
     assert viewer.diffs == {}
     assert next(lane for lane in viewer.lanes if lane["branch"] == "2")["text"] == first.steps["2"]

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:b62d16dc04a722d95a9726128215737e9e9bd58a6a2f3c62a6852e5ac55903f7 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:2fbffe287747439108c28857f63d62071e1ecd77547f70f8e8ebccad1fef0f4d */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:b62d16dc04a722d95a9726128215737e9e9bd58a6a2f3c62a6852e5ac55903f7 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:2fbffe287747439108c28857f63d62071e1ecd77547f70f8e8ebccad1fef0f4d */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -125,7 +125,7 @@ function render({ model, el }) {
       return;
     }
     const path = s.critical_path.join(" → ");
-    summary.textContent = `${s.mode}: ${s.forward_calls} forward calls for ${s.phase2_tokens} step and conclusion tokens: ${s.speedup.toFixed(2)}x against sequential (ideal for this plan ${s.ideal_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). Answer: ${s.answer ?? "none"}. ${s.total_s ?? 0} s.`;
+    summary.textContent = `${s.mode}, ${s.scope}: ${s.forward_calls} forward calls for ${s.phase2_tokens} tokens: ${s.speedup.toFixed(2)}x against sequential (ideal for this plan ${s.ideal_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). Answer: ${s.answer ?? "none"}. ${s.total_s ?? 0} s.`;
   }
   function drawLanes() {
     const lanes = model.get("lanes");

@@ -39,9 +39,9 @@ def critical_path(plan, lengths: dict[str, int]) -> tuple[list[str], int]:
 def run_summary(run) -> dict:
     """Lanes, timeline and speedup of a finished run (see :class:`RunViewer`).
 
-    Speedup counts Phase II (steps and conclusion): a sequential decoder needs one forward
-    call per token, the run needed as many calls as it made; the ideal for its plan is the
-    critical path plus the conclusion.
+    Speedup counts Phase II (steps and conclusion; for a rerun, the branches it decoded
+    again): a sequential decoder needs one forward call per token, the run needed as many
+    calls as it made; the ideal for its plan is the critical path plus the conclusion.
     """
     df = run.tokens
     branches = df["branch"].to_list()
@@ -61,13 +61,21 @@ def run_summary(run) -> dict:
                       "last_call": max((calls[i] for i in idx), default=0),
                       "first_s": min((times[i] for i in idx), default=0.0),
                       "last_s": max((times[i] for i in idx), default=0.0), "done": True})
-    phase2 = [i for i, b in enumerate(branches) if b != "prefix"]
+    reruns = [ev for ev in getattr(run, "events", []) if isinstance(ev, dict) and ev.get("kind") == "rerun"]
+    if reruns:  # a rerun decoded only these branches; the others are the earlier run's
+        redone = set(reruns[-1]["dropped"]) | {reruns[-1]["step"], "conclusion"}
+        scope = f"rerun of step {reruns[-1]['step']}"
+    else:
+        redone = set(branches) - {"prefix"}
+        scope = "steps and conclusion"
+    phase2 = [i for i, b in enumerate(branches) if b in redone]
     achieved = len({calls[i] for i in phase2})
     lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids}
     path, path_len = critical_path(run.plan, lens)
     ideal = path_len + run.layout.conclusion_len
     return {
         "lanes": lanes,
+        "scope": scope,
         "critical_path": path,
         "critical_tokens": path_len,
         "phase2_tokens": len(phase2),

@@ -73,8 +73,8 @@ function render({ model, el }) {
     if (s.live) { summary.textContent = `decoding… ${s.calls || 0} forward calls so far`; return; }
     if (s.speedup === undefined) { summary.textContent = "No run yet."; return; }
     const path = s.critical_path.join(" → ");
-    summary.textContent = `${s.mode}: ${s.forward_calls} forward calls for ${s.phase2_tokens} step and conclusion `
-      + `tokens: ${s.speedup.toFixed(2)}x against sequential (ideal for this plan ${s.ideal_speedup.toFixed(2)}x). `
+    summary.textContent = `${s.mode}, ${s.scope}: ${s.forward_calls} forward calls for ${s.phase2_tokens} tokens: `
+      + `${s.speedup.toFixed(2)}x against sequential (ideal for this plan ${s.ideal_speedup.toFixed(2)}x). `
       + `Critical path ${path} (${s.critical_tokens} tokens). Answer: ${s.answer ?? "none"}. ${s.total_s ?? 0} s.`;
   }
 
