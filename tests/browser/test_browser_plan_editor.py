@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from engine_setup import ENGINE as _ENGINE
+from .engine_setup import ENGINE as _ENGINE
 
 pytestmark = pytest.mark.browser
 
