@@ -18,6 +18,7 @@ from . import curate
 from .curate import CurationError
 from .check import check_dataset
 from .questions import load_questions
+from .evaluate import evaluate
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,6 @@ __all__ = [
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
-    "curate", "check_dataset", "load_questions", "CurationError", "PlanEditor", "MaskInspector",
+    "curate", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
     "RunViewer", "Workbench",
 ]

@@ -60,3 +60,17 @@ def test_a_trained_tokenizer_reloads_unchanged_with_a_qwen2_checkpoint(tokenizer
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     text = example_text + "\nHbA1c 9.1%, K+ 6.1 mmol/L, 120/80 mmHg; Dependency: [1, 12]"
     assert reloaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_option_labels_are_one_token_each_only_as_whole_words(tokenizer, tmp_path):
+    from transformers import AutoTokenizer, Qwen2Config
+
+    text = "Options:\nA. aspirin\nB. vitamin A. and HbA.\nJ. E. coli"
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert {"A.", "B.", "J.", "E."} <= set(pieces)
+    assert pieces.count("A.") == 2  # "Options:\nA." and "vitamin A.", not the "A." inside "HbA."
+    tokenizer.save_pretrained(tmp_path)
+    Qwen2Config(vocab_size=len(tokenizer)).save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    ids = reloaded(text, add_special_tokens=False)["input_ids"]
+    assert ids == tokenizer(text, add_special_tokens=False)["input_ids"] and reloaded.decode(ids) == text

@@ -74,8 +74,8 @@ _CONCLUSION = {
 
 
 class TemplateWriter:
-    """The default writer: one short templated sentence per step and a one-line conclusion
-    that names the chosen option and ends with ``Answer: X``.
+    """The default writer: one short templated sentence per step; a conclusion that checks
+    each option (``"C. text: yes"``) and then names the chosen one, ending ``Answer: X``.
 
     The wording varies with ``seed``, deterministically per question and step (the same
     question id, step and seed always give the same text). ``knowledge`` is the graph used
@@ -109,4 +109,8 @@ class TemplateWriter:
         kind = kind if kind in _CONCLUSION else "other"
         template = self._rng(question.id, "conclusion").choice(_CONCLUSION[kind])
         text = template.format(x=join(preds) if preds else "the case", y=target, l=letter)
-        return f"{_cap(text)} Answer: {letter}"
+        # Going through the options one by one before naming the letter is what lets a
+        # small model bind its conclusion to the right letter: each line copies an option
+        # from the prompt and judges it against the conclusion of the last step.
+        checks = "\n".join(f"{k}. {v}: {'yes' if k == letter else 'no'}" for k, v in options.items())
+        return f"{checks}\n{_cap(text)} Answer: {letter}"
