@@ -179,15 +179,35 @@ class Notebook:
                   f"{lab.url}lab/workspaces/{Path(name).stem}/tree/{name}?token={lab.token}")
         self.panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
         self.panel.locator(".jp-Notebook .jp-Cell").first.wait_for()
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+        # On a loaded machine JupyterLab can open the notebook before it has read the
+        # kernel specs and then asks which kernel to start: accept its default (Python 3).
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        select = page.locator(".jp-Dialog", has_text="Select Kernel").locator(".jp-mod-accept")
+        deadline = time.time() + 90
+        while not idle.count():
+            if select.count():
+                select.first.click()
+            if time.time() > deadline:
+                raise TimeoutError("the notebook's kernel did not become idle within 90 s")
+            time.sleep(0.3)
 
     def run_all(self, timeout: float = 300_000) -> None:
-        """Run every cell (Run > Run All Cells) and wait until each has finished."""
-        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        """Run every cell (Run > Run All Cells) and wait until each has finished.
+
+        Run All is chosen again while no cell has been queued at all (every prompt still
+        ``[ ]:`` after 5 s): on a loaded machine the first request can go nowhere while
+        the kernel connection is still settling."""
         prompts = self.panel.locator(".jp-CodeCell .jp-InputArea-prompt")
         deadline = time.time() + timeout / 1000
-        while not all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts.all_inner_texts()):
+        clicked = 0.0
+        while True:
+            texts = [p.strip() for p in prompts.all_inner_texts()]
+            if all(re.fullmatch(r"\[\d+\]:", p) for p in texts):
+                break
+            if all(p == "[ ]:" for p in texts) and time.time() - clicked > 5:
+                self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+                self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+                clicked = time.time()
             if time.time() > deadline:
                 self.page.screenshot(path=str(ARTIFACTS / "timeout.png"))
                 raise TimeoutError(f"cells did not finish: {prompts.all_inner_texts()}")
