@@ -179,14 +179,10 @@ class Notebook:
                   f"{lab.url}lab/workspaces/{Path(name).stem}/tree/{name}?token={lab.token}")
         self.panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
         self.panel.locator(".jp-Notebook .jp-Cell").first.wait_for()
-        # On a loaded machine JupyterLab can open the notebook before it has read the
-        # kernel specs and then asks which kernel to start: accept its default (Python 3).
         idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        select = page.locator(".jp-Dialog", has_text="Select Kernel").locator(".jp-mod-accept")
         deadline = time.time() + 90
         while not idle.count():
-            if select.count():
-                select.first.click()
+            self.accept_kernel_dialog()
             if time.time() > deadline:
                 raise TimeoutError("the notebook's kernel did not become idle within 90 s")
             time.sleep(0.3)
@@ -204,6 +200,7 @@ class Notebook:
             texts = [p.strip() for p in prompts.all_inner_texts()]
             if all(re.fullmatch(r"\[\d+\]:", p) for p in texts):
                 break
+            self.accept_kernel_dialog()
             if all(p == "[ ]:" for p in texts) and time.time() - clicked > 5:
                 self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
                 self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
@@ -213,6 +210,14 @@ class Notebook:
                 raise TimeoutError(f"cells did not finish: {prompts.all_inner_texts()}")
             time.sleep(0.3)
 
+    def accept_kernel_dialog(self) -> None:
+        """On a loaded machine JupyterLab may ask which kernel to start (it opened the
+        notebook before reading the kernel specs), even after a kernel is up: accept its
+        default, Python 3. Called from every wait loop, since the dialog can come late."""
+        select = self.page.locator(".jp-Dialog", has_text="Select Kernel").locator(".jp-mod-accept")
+        if select.count():
+            select.first.click()
+
     def cell(self, i: int):
         return self.panel.locator(".jp-Notebook .jp-Cell").nth(i)
 
@@ -221,15 +226,21 @@ class Notebook:
 
         Shift+Enter is pressed again while the prompt still reads ``[ ]:`` (the key went
         nowhere while the notebook was still settling); once queued it reads ``[*]:``."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         cell = self.cell(i)
         prompt = cell.locator(".jp-InputArea-prompt")
         deadline = time.time() + timeout / 1000
         pressed = 0.0
         while not re.fullmatch(r"\[\d+\]:", text := prompt.inner_text().strip()):
+            self.accept_kernel_dialog()
             if text == "[ ]:" and time.time() - pressed > 3:
-                cell.locator(".jp-InputArea-editor").click()
-                self.page.keyboard.press("Shift+Enter")
                 pressed = time.time()
+                try:
+                    cell.locator(".jp-InputArea-editor").click(timeout=5_000)
+                except PlaywrightTimeout:  # a dialog came up in between: accept it, try again
+                    continue
+                self.page.keyboard.press("Shift+Enter")
             if time.time() > deadline:
                 self.page.screenshot(path=str(ARTIFACTS / "timeout.png"))
                 raise TimeoutError(f"cell {i} did not finish: prompt {text!r}")
