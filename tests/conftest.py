@@ -1,5 +1,5 @@
-"""Shared fixtures: a real byte-level BPE tokenizer with the MedVerse tags, and real
-transformers models (Qwen2, Llama) built from small configs."""
+"""Shared fixtures: a real byte-level BPE tokenizer with the MedVerse tags, real
+transformers models (Qwen2, Llama) built from small configs, and an engine on one."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from medverse_lab.tokens import train_tokenizer
 
 EXAMPLE = Path(ml.__file__).parent / "examples" / "stemi.txt"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+QUESTION = "A 54-year-old man has crushing chest pain. What is the next step? A. aspirin B. PCI C. fluids"
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,15 @@ def tiny_model(family: str, vocab_size: int, attn: str = "sdpa", seed: int = 0):
     cfg._attn_implementation = attn
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def engine(tokenizer):
+    """An engine on a tiny random Qwen2: real decoding, meaningless text."""
+    return ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def plan(example_text):
+    """The example trace's plan: 5 steps, chunks [1,2,3] [4] [5]."""
+    return ml.parse_trace(example_text).plan

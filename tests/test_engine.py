@@ -12,16 +12,10 @@ import torch
 import medverse_lab as ml
 from medverse_lab.engine import Engine, Run, TokenEvent, default_model_path, parse_answer
 
-from conftest import tiny_model
+from conftest import QUESTION as Q, tiny_model
 
 MODES = ("dag", "layered", "speculative", "sequential")
-Q = "A 54-year-old man has crushing chest pain. What is the next step? A. aspirin B. PCI C. fluids"
 KW = dict(max_step_tokens=5, max_conclusion_tokens=5)
-
-
-@pytest.fixture(scope="module")
-def plan(example_text):
-    return ml.parse_trace(example_text).plan  # 5 steps, chunks [1,2,3] [4] [5]
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,10 @@ OUTLINE = """<Outline> Transient Step 1: chest pain + ST elevation -> STEMI; Dep
 
 
 @pytest.fixture(scope="module")
-def shell(tokenizer):
-    from conftest import tiny_model
-
+def shell(engine):
     sh = InteractiveShell.instance()
     sh.run_line_magic("load_ext", "medverse_lab")
-    sh.user_ns["eng"] = ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
+    sh.user_ns["eng"] = engine
     return sh
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import medverse_lab as ml
 from medverse_lab.widgets.plan_editor import PlanEditor, petri_layout
+from conftest import QUESTION as Q
 
 
 @pytest.fixture
@@ -193,15 +194,6 @@ def test_two_editors_do_not_share_state(plan):
 
 
 # ----- with an engine ----------------------------------------------------------------------
-Q = "A 54-year-old man has crushing chest pain. What is the next step? A. aspirin B. PCI C. fluids"
-
-
-@pytest.fixture(scope="module")
-def engine(tokenizer):
-    from conftest import tiny_model
-
-    return ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
-
 
 def test_run_fires_the_frontier_as_steps_finish(engine, example_text):
     plan = ml.parse_trace(example_text).plan

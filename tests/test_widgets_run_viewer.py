@@ -9,21 +9,9 @@ import pytest
 
 import medverse_lab as ml
 from medverse_lab.widgets.run_viewer import RunViewer, critical_path, run_summary, word_diff
+from conftest import QUESTION as Q
 
-Q = "A 54-year-old man has crushing chest pain. What is the next step? A. aspirin B. PCI C. fluids"
 KW = dict(max_step_tokens=6, max_conclusion_tokens=5)
-
-
-@pytest.fixture(scope="module")
-def engine(tokenizer):
-    from conftest import tiny_model
-
-    return ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
-
-
-@pytest.fixture(scope="module")
-def plan(example_text):
-    return ml.parse_trace(example_text).plan
 
 
 @pytest.fixture(scope="module")

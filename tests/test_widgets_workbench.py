@@ -13,18 +13,6 @@ from medverse_lab.widgets import MaskInspector, Workbench
 KW = dict(max_step_tokens=6, max_conclusion_tokens=5)
 
 
-@pytest.fixture(scope="module")
-def engine(tokenizer):
-    from conftest import tiny_model
-
-    return ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
-
-
-@pytest.fixture(scope="module")
-def plan(example_text):
-    return ml.parse_trace(example_text).plan
-
-
 @pytest.fixture
 def questions(tmp_path):
     path = tmp_path / "q.jsonl"
