@@ -7,6 +7,8 @@ questions and prints the 2x2 table of accuracy and plan validity.
 
     python benchmarks/teaching_experiment.py --out runs            # everything (about 2.5 hours on 2 cores)
     python benchmarks/teaching_experiment.py --out runs --eval-only  # reuse trained models
+    python benchmarks/teaching_experiment.py --out tiny --train-n 60 --steps 4,8 \
+        --set hidden_size=32 num_layers=2 batch_size=2           # a smoke run in seconds
 
 Training runs in stages (``--steps 1200,2400``): a cosine schedule to the first figure,
 then a resumed run with a fresh cosine schedule to the next, which is how the shipped
@@ -17,6 +19,7 @@ model card).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,7 +32,21 @@ from medverse_lab.evaluate import evaluate
 from medverse_lab.train import TrainConfig, train
 
 
-def main():
+def train_overrides(pairs: list[str]) -> dict:
+    """``["hidden_size=32", "lr=0.01"]`` as TrainConfig keywords, typed like the defaults."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields or key in ("data", "out", "mode", "steps", "seed", "resume"):
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY a TrainConfig field other than "
+                             "data, out, mode, steps, seed, resume")
+        default = fields[key].default
+        out[key] = value if default is None or isinstance(default, str) else type(default)(value)
+    return out
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs")
     ap.add_argument("--train-n", type=int, default=20000)
@@ -39,7 +56,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="dag,sequential", help="training modes, comma-separated")
     ap.add_argument("--eval-only", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig fields for both models, e.g. hidden_size=128 lr=0.001")
+    args = ap.parse_args(argv)
+    overrides = train_overrides(args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train_path, test_path = out / "train.jsonl", out / "test.jsonl"
@@ -57,7 +77,7 @@ def main():
                 continue
             t0 = time.perf_counter()
             result = train(TrainConfig(data=str(train_path), out=str(out / mode), mode=mode, steps=steps,
-                                       seed=args.seed, resume=started))
+                                       seed=args.seed, resume=started, **overrides))
             print(f"trained {mode} to step {steps}: {time.perf_counter() - t0:.0f} s, final eval loss "
                   f"{result['history'][-1].get('eval_loss')}")
     tables = []

@@ -153,8 +153,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _prepare(cfg: TrainConfig, tokenizer, records) -> tuple[list[Example], int]:
-    examples, skipped = [], 0
+def _prepare(cfg: TrainConfig, tokenizer, records, what: str) -> tuple[list[Example], int]:
+    examples, skipped, shortest = [], 0, None
     for r in tqdm(records, desc="encoding", leave=False, mininterval=1.0):
         try:
             e = encode(r, tokenizer)
@@ -162,10 +162,12 @@ def _prepare(cfg: TrainConfig, tokenizer, records) -> tuple[list[Example], int]:
             raise ValueError(f"record {r.get('id', '?')!r} in {cfg.data}: {exc}") from None
         if len(e.ids) > cfg.max_len:
             skipped += 1
+            shortest = min(shortest or len(e.ids), len(e.ids))
         else:
             examples.append(e)
     if not examples:
-        raise ValueError(f"no example fits max_len={cfg.max_len}")
+        raise ValueError(f"no {what} example fits max_len={cfg.max_len}: the shortest of {len(records)} "
+                         f"is {shortest} tokens; raise max_len or grow the tokenizer's vocabulary")
     return examples, skipped
 
 
@@ -263,8 +265,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         rng.shuffle(shuffled)
         n_eval = max(1, int(len(shuffled) * cfg.eval_fraction))
         train_records, eval_records = shuffled[n_eval:], shuffled[:n_eval]
-    train_examples, skipped = _prepare(cfg, tokenizer, train_records)
-    eval_examples, _ = _prepare(cfg, tokenizer, eval_records)
+    train_examples, skipped = _prepare(cfg, tokenizer, train_records, "training")
+    eval_examples, _ = _prepare(cfg, tokenizer, eval_records, "eval")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]

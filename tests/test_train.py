@@ -101,3 +101,8 @@ def test_bad_config_and_bad_data_are_explained(tmp_path):
     bad.write_text('{"messages": []}\n{oops\n')
     with pytest.raises(ValueError, match="bad.jsonl:2: not JSON"):
         load_records(bad)
+
+
+def test_examples_longer_than_max_len_are_reported_not_truncated(data, tmp_path):
+    with pytest.raises(ValueError, match=r"no training example fits max_len=16: the shortest of \d+ is \d+ tokens"):
+        train(tiny(data, tmp_path / "out", max_len=16, steps=1), progress=False)
