@@ -5,13 +5,13 @@ the `dag` topology (the shipped teaching model) and one with plain causal masks
 (`sequential`), then decodes both in `dag` and in `sequential` mode on held-out synthetic
 questions and prints the 2x2 table of accuracy and plan validity.
 
-    python benchmarks/teaching_experiment.py --out runs            # everything (about 2.5 hours on 2 cores)
+    python benchmarks/teaching_experiment.py --out runs            # everything (about 3.5 hours on 2 cores)
     python benchmarks/teaching_experiment.py --out runs --eval-only  # reuse trained models
     python benchmarks/teaching_experiment.py --out tiny --train-n 60 --steps 4,8 \
         --set hidden_size=32 num_layers=2 batch_size=2           # a smoke run in seconds
 
-Training runs in stages (``--steps 1200,2400``): a cosine schedule to the first figure,
-then a resumed run with a fresh cosine schedule to the next, which is how the shipped
+Training runs in stages (``--steps 1200,2400,3600``): a cosine schedule to the first figure,
+then resumed runs, each with a fresh cosine schedule to the next, which is how the shipped
 model was made. The shipped model is `runs/dag` without its trainer state (see the
 model card).
 """
@@ -51,7 +51,7 @@ def main(argv=None):
     ap.add_argument("--out", default="runs")
     ap.add_argument("--train-n", type=int, default=20000)
     ap.add_argument("--test-n", type=int, default=300)
-    ap.add_argument("--steps", default="1200,2400", help="optimizer steps at the end of each stage, comma-separated")
+    ap.add_argument("--steps", default="1200,2400,3600", help="optimizer steps at the end of each stage, comma-separated")
     ap.add_argument("--eval-n", type=int, default=200, help="held-out questions to decode per model and mode")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="dag,sequential", help="training modes, comma-separated")

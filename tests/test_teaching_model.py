@@ -59,12 +59,12 @@ def test_evaluate_table_and_summary(engine, held_out):
     assert summary["phase2_speedup"][1] == pytest.approx(1.0)
 
 
-def test_answers_held_out_questions_well_above_chance(engine):
+def test_answers_most_held_out_questions_in_parallel(engine):
     questions = make_questions(20, seed=1, split="test")
     chance = sum(1 / len(q.options) for q in questions) / len(questions)  # about 0.22
     table, summary = ml.evaluate(engine, questions, modes=("dag",), progress=False)
     assert summary["plan_valid"][0] >= 0.95
-    assert summary["accuracy"][0] >= 1.6 * chance  # 0.55 measured; 200 questions in the model card
+    assert summary["accuracy"][0] >= max(0.7, 3 * chance)  # 0.95 measured; 0.89 on 200 in the model card
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "medqa_test.jsonl").exists(), reason="shared data absent")
