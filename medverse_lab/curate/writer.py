@@ -112,6 +112,7 @@ class TemplateWriter:
         # Going through the options one by one before naming the letter helps a small model
         # bind its conclusion to the right letter: each line copies an option from the prompt
         # and judges it against the last step (the teaching model went from about chance on
-        # letters with a one-line conclusion to 51% with these checks).
+        # letters with a one-line conclusion to 89% with these checks, once trained long
+        # enough to copy options from the prompt: see its model card).
         checks = "\n".join(f"{k}. {v}: {'yes' if k == letter else 'no'}" for k, v in options.items())
         return f"{checks}\n{_cap(text)} Answer: {letter}"
