@@ -10,7 +10,7 @@ from functools import reduce
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.curate import CurationError, TemplateWriter, load_knowledge, synthesize, write_jsonl
+from medverse_lab.curate import CurationError, EngineWriter, TemplateWriter, load_knowledge, synthesize, write_jsonl
 from medverse_lab.curate.cases import supported
 from medverse_lab.curate.knowledge import nodes_of, targets
 from medverse_lab.questions import format_question, load_questions, parse_answer, parse_user_turn
@@ -153,6 +153,35 @@ def test_wrong_writer_or_arguments_raise_curation_error():
         synthesize(1, split="validation")
     with pytest.raises(CurationError, match="non-negative integer"):
         synthesize(-1)
+
+
+def test_wrong_answers_are_skipped_when_asked_and_counted():
+    class WrongOnEven(EchoWriter):
+        def conclusion(self, question, plan, step_texts, options, answer):
+            wrong = int(question.id[-1]) % 2 == 0
+            return "Answer: " + (next(k for k in options if k != answer) if wrong else answer)
+
+    with pytest.warns(UserWarning, match=r"left out 2 of 4 questions; the first: question train-0-000000"):
+        records = synthesize(4, writer=WrongOnEven(), errors="skip")
+    assert [r["id"] for r in records] == ["train-0-000001", "train-0-000003"]
+    with pytest.raises(CurationError, match="errors must be 'raise' or 'skip'"):
+        synthesize(1, errors="ignore")
+
+
+def test_an_engine_writes_the_steps_and_conclusion_of_the_curated_plan():
+    engine = ml.Engine.load()  # the embedded teaching model
+    writer = EngineWriter(engine)
+    assert isinstance(writer, ml.curate.Writer)
+    records = synthesize(3, seed=2, split="test", writer=writer, errors="skip", progress=False)
+    assert records  # the teaching model answers most of these right; a wrong one is left out
+    for r in records:
+        trace = ml.parse_trace(r["messages"][2]["content"])
+        assert trace.plan == ml.curate.plan_from_paths(r["paths"])  # the Curator's plan, forced
+        run = engine.run(r["messages"][1]["content"], plan=trace.plan, temperature=0.0)
+        assert {s: trace.step(s).body for s in trace.plan.ids} == {s: t.strip() + "\n" for s, t in run.steps.items()}
+        assert trace.conclusion.strip() == run.conclusion.strip() and run.answer == r["answer_idx"]
+    with pytest.raises(TypeError, match="needs an engine with run"):
+        EngineWriter("not an engine")
 
 
 def test_distractors_are_safe(graph, train):

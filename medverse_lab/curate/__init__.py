@@ -9,7 +9,8 @@ MedVerse training data.
 
 Modules: ``knowledge`` (the graph), ``paths`` (paths to plans), ``cases`` (sound cases and
 the train/test split), ``vignette`` and ``items`` (multiple-choice items), ``writer`` (the
-writer protocol and the template writer), ``synthesize`` (records), ``io`` (JSONL).
+writer protocol, the template writer and the engine writer), ``synthesize`` (records),
+``io`` (JSONL).
 """
 
 from .cases import Case, enumerate_cases, split_cases
@@ -18,10 +19,10 @@ from .io import read_records, write_jsonl
 from .knowledge import KNOWLEDGE_DIR, knowledge_table, load_knowledge
 from .paths import parse_path, paths_graph, plan_from_paths
 from .synthesize import build_record, make_questions, synthesize
-from .writer import TemplateWriter, Writer
+from .writer import EngineWriter, TemplateWriter, Writer
 
 __all__ = [
     "CurationError", "load_knowledge", "knowledge_table", "KNOWLEDGE_DIR", "plan_from_paths", "parse_path",
     "paths_graph", "Case", "enumerate_cases", "split_cases", "make_questions", "synthesize", "build_record",
-    "TemplateWriter", "Writer", "write_jsonl", "read_records",
+    "TemplateWriter", "EngineWriter", "Writer", "write_jsonl", "read_records",
 ]

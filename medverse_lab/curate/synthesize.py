@@ -14,9 +14,11 @@ and writes back byte for byte.
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import networkx as nx
+from tqdm.auto import tqdm
 
 from ..format import make_trace, parse_trace
 from ..prompt import SYSTEM_PROMPT
@@ -106,19 +108,37 @@ def make_questions(n: int, seed: int = 0, split: str = "train", *, knowledge=Non
 
 
 def synthesize(n: int, seed: int = 0, split: str = "train", writer: Writer | None = None, *,
-               knowledge=None, test_fraction: float = 0.15,
-               system_prompt: str | None = SYSTEM_PROMPT) -> list[dict]:
+               knowledge=None, test_fraction: float = 0.15, system_prompt: str | None = SYSTEM_PROMPT,
+               errors: str = "raise", progress: bool | None = None) -> list[dict]:
     """``n`` MedVerse records built from the knowledge graph (see the module docstring).
 
     ``split`` is ``"train"`` or ``"test"``: the two draw from disjoint cases (a case is a
     diagnosis with a set of findings), so they share no question. ``writer`` writes the
-    step and conclusion texts (default: :class:`TemplateWriter` with the same seed).
-    ``knowledge`` is a graph or a folder of knowledge CSVs (default: the shipped one).
+    step and conclusion texts (default: :class:`TemplateWriter` with the same seed; an
+    :class:`EngineWriter` for a model's words). ``knowledge`` is a graph or a folder of
+    knowledge CSVs (default: the shipped one). A question whose record cannot be built
+    (the conclusion misses the key, the trace does not round-trip) raises
+    :class:`CurationError`, or with ``errors="skip"`` is left out with a warning that
+    counts them. ``progress`` shows a bar (default: for any writer but the templates).
     Deterministic: the same arguments give the same records.
     """
+    if errors not in ("raise", "skip"):
+        raise CurationError(f"errors must be 'raise' or 'skip', got {errors!r}")
     g = _knowledge(knowledge)
     writer = writer if writer is not None else TemplateWriter(g, seed)
     if not isinstance(writer, Writer):
         raise CurationError(f"writer {type(writer).__name__} lacks step() and conclusion(); see curate.writer")
     qs = make_questions(n, seed, split, knowledge=g, test_fraction=test_fraction)
-    return [build_record(q, q.meta["paths"], writer, system_prompt) for q in qs]
+    show = not isinstance(writer, TemplateWriter) if progress is None else progress
+    records, dropped = [], []
+    for q in tqdm(qs, desc="synthesize", disable=not show, mininterval=1.0):
+        try:
+            records.append(build_record(q, q.meta["paths"], writer, system_prompt))
+        except CurationError as exc:
+            if errors == "raise":
+                raise
+            dropped.append(str(exc))
+    if dropped:
+        warnings.warn(f"synthesize left out {len(dropped)} of {len(qs)} questions; the first: {dropped[0]}",
+                      stacklevel=2)
+    return records

@@ -16,9 +16,9 @@ object with these two methods is a writer (a ``typing.Protocol``)::
 
 Steps are written in plan order, so ``parent_texts`` is always complete. Return plain
 text; the Curator adds the newlines of the MedVerse format. :class:`TemplateWriter` is the
-default: deterministic templates with seeded variety. A language model can be a writer
-too: an adapter around an engine run with ``plan=`` forced returns the run's step texts
-and conclusion from these two methods.
+default: deterministic templates with seeded variety. :class:`EngineWriter` makes any
+:class:`~medverse_lab.Engine` a writer: one run per question with the Curator's plan
+forced, its step bodies and conclusion as the model wrote them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 import networkx as nx
 
 from ..plan import Plan, Step
-from ..questions import Question
+from ..questions import Question, format_question
 from .knowledge import load_knowledge
 from .vignette import join
 
@@ -116,3 +116,38 @@ class TemplateWriter:
         # enough to copy options from the prompt: see its model card).
         checks = "\n".join(f"{k}. {v}: {'yes' if k == letter else 'no'}" for k, v in options.items())
         return f"{checks}\n{_cap(text)} Answer: {letter}"
+
+
+class EngineWriter:
+    """A language model as the writer: the engine answers each question with the Curator's
+    plan forced (``engine.run(question, plan=plan)``), and the step bodies and conclusion
+    are the run's text.
+
+    One run per question, made at its first ``step`` call and reused for the rest. Keywords
+    go to :meth:`Engine.run` (greedy by default; ``mode=None`` is the model's own). A
+    conclusion that does not name the key makes :func:`synthesize` raise, or drop the
+    question with ``errors="skip"``: the Curator keeps only traces that answer right.
+    """
+
+    def __init__(self, engine, *, temperature: float = 0.0, seed: int = 0, mode: str | None = None, **run_kwargs):
+        if not callable(getattr(engine, "run", None)):
+            raise TypeError(f"EngineWriter needs an engine with run(), not {type(engine).__name__}")
+        self.engine = engine
+        self.run_kwargs = dict(temperature=temperature, seed=seed, mode=mode, **run_kwargs)
+        self._key, self._run = None, None
+
+    def run_for(self, question: Question, plan: Plan):
+        """The engine run behind ``question`` with ``plan`` forced (cached for the last question)."""
+        if self._key != (question.id, plan):
+            if self._run is not None:
+                self._run.release()
+            self._run = self.engine.run(format_question(question), plan=plan, **self.run_kwargs)
+            self._key = (question.id, plan)
+        return self._run
+
+    def step(self, question: Question, plan: Plan, step: Step, parent_texts: dict[str, str]) -> str:
+        return self.run_for(question, plan).steps[step.id]
+
+    def conclusion(self, question: Question, plan: Plan, step_texts: dict[str, str],
+                   options: dict[str, str], answer: str) -> str:
+        return self.run_for(question, plan).conclusion
