@@ -1,29 +1,34 @@
-"""The decode loop: every branch of a run in one key/value cache.
+"""The decode loop: the branches of one run, or of many runs, in one key/value cache.
 
-Each forward call feeds one token per active branch, all batched into one query of q tokens
-with a 4-D additive mask ``[1, 1, q, past + q]`` and ``position_ids [1, q]``. Visibility is
-the segment rule of :func:`medverse_lab.segment_visibility` (the one training uses), kept
-as one float row per segment over the cache slots: appending a slot writes one column,
-building the mask is one row gather. Positions come from
-:func:`medverse_lab.segment_starts`, asked each time a step finishes.
+A :class:`Decoder` is one run while it decodes: its branches (the plan, the steps, the
+conclusion), the cache slots it owns and its schedule. A :class:`Batch` owns the model
+call: each forward feeds every running branch of every member run at once, with a 4-D
+additive mask ``[1, 1, q, past + q]`` and ``position_ids [1, q]``.
 
-A branch feeds its forced tokens (``<Step>`` and the header) first, then samples until its
-close tag (or a limit, or a stray tag, when the close tag is forced), then feeds the forced
-tail (the separator) and is done. Finishing a branch may start others: the plan starts
-Phase II, a step may enable its children, the last step starts the conclusion.
+What a branch feeds is a *chunk*: every token it already knows (the prompt, ``<Step>`` and
+the header, a forced body, ``</Step>`` and the separator) goes in one call, so known text
+costs one forward, not one per token. Only the last token of a chunk is sampled from.
+
+Visibility is the segment rule of :func:`medverse_lab.segment_visibility` (the one training
+uses) over the run's own slots, and nothing of another run (the batch is block-diagonal);
+within a call, a new token sees the new tokens before it that its segment may see.
+Positions come from :func:`medverse_lab.segment_starts`, asked each time a step finishes.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import deque
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ..errors import PlanError
 from ..plan import Plan, Step, _parse_outline
+from ..prompt import build_prompt
 from ..topology import segment_starts, segment_visibility
-from .run import Slots, TokenEvent
+from .kv import new_cache, select_slots
+from .run import Run, Slots, TokenEvent
 from .sampling import sample
 
 #: description of the single step run when a model-written plan has no usable step
@@ -41,141 +46,254 @@ def salvage_plan(text: str) -> Plan:
     return Plan(kept or [Step("1", FALLBACK_STEP)]).validate()
 
 
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run samples and where it stops; :meth:`checked` validates user input."""
+
+    seed: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_plan_tokens: int = 512
+    max_step_tokens: int = 256
+    max_conclusion_tokens: int = 256
+
+    @classmethod
+    def checked(cls, **kw) -> "Settings":
+        """Settings from keywords, each checked: a ``ValueError`` names the bad one."""
+        s = cls(**kw)
+        if isinstance(s.seed, bool) or not isinstance(s.seed, int):
+            raise ValueError(f"seed = {s.seed!r}: must be an integer")
+        t = s.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < float("inf"):
+            raise ValueError(f"temperature = {t!r}: must be a number >= 0 (0 is greedy)")
+        if isinstance(s.top_p, bool) or not isinstance(s.top_p, (int, float)) or not 0 < s.top_p <= 1:
+            raise ValueError(f"top_p = {s.top_p!r}: must be in (0, 1]")
+        for name in ("max_plan_tokens", "max_step_tokens", "max_conclusion_tokens"):
+            _positive_int(name, getattr(s, name))
+        return cls(**{**asdict(s), "temperature": float(t), "top_p": float(s.top_p)})
+
+    def replace(self, **kw) -> "Settings":
+        return Settings.checked(**{**asdict(self), **kw})
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """The token ids the decoder forces, encoded once per engine."""
+
+    tags: dict
+    separator: tuple       # after </Step>
+    exec_line: tuple       # after </Plan>
+    conclusion_open: tuple
+    conclusion_tail: tuple
+    plan_stray: frozenset  # special tokens that end a branch early, per branch kind
+    step_stray: frozenset
+    conclusion_stray: frozenset
+
+    @classmethod
+    def of(cls, tokenizer, encode) -> "TokenIds":
+        from ..tokens import TAGS
+
+        tags = {t: tokenizer.convert_tokens_to_ids(t) for t in TAGS}
+        special = set(tokenizer.all_special_ids) | set(tags.values())
+        return cls(tags=tags, separator=tuple(encode("\n")), exec_line=tuple(encode("\n<Execution>\n")),
+                   conclusion_open=tuple(encode("</Execution>\n<Conclusion>")),
+                   conclusion_tail=tuple(encode("\n</Think>")),
+                   plan_stray=frozenset(special - {tags[t] for t in ("</Plan>", "<Outline>", "</Outline>")}),
+                   step_stray=frozenset(special - {tags["</Step>"]}),
+                   conclusion_stray=frozenset(special - {tags["</Conclusion>"]}))
+
+
+@dataclass(kw_only=True, slots=True, eq=False)
 class Branch:
-    """One growing segment: the plan (inside the prefix), a step, or the conclusion."""
+    """One growing segment: the plan (inside the prefix), a step, or the conclusion.
 
-    __slots__ = ("name", "kind", "seg", "pos", "offset", "next_id", "next_forced", "queue", "close_id", "tail",
-                 "limit", "stray", "n_sampled", "closing", "done", "span")
+    ``pending`` holds the tokens known but not yet fed, as ``(token id, forced)``: the
+    next forward feeds them all as one chunk.
+    """
 
-    def __init__(self, name, kind, seg, pos, offset, forced, close_id, tail, limit, stray, body=None):
-        self.name, self.kind, self.seg, self.pos, self.offset = name, kind, seg, pos, offset
-        self.queue = deque(forced)
-        self.next_id, self.next_forced = self.queue.popleft(), True
-        self.close_id, self.tail, self.limit, self.stray = close_id, tail, limit, stray
-        self.n_sampled, self.done = 0, False
-        start = offset + len(forced)  # first body token, as an offset within the segment
-        self.span = [start, None]
-        self.closing = body is not None
-        if body is not None:  # forced body text: the whole block is known
-            self.queue.extend([*body, close_id, *tail])
-            self.span[1] = start + len(body)
+    name: str                  # "prefix" (prompt and plan), a step id, or "conclusion"
+    kind: str                  # "plan", "step" or "conclusion"
+    seg: int                   # the run's segment: 0 prefix, 1..S steps in plan order, S+1 conclusion
+    pos: int                   # position id of the next token fed
+    offset: int                # index within the segment of the next token fed
+    pending: list
+    close_id: int
+    tail: tuple
+    limit: int                 # most body tokens sampled before the close is forced
+    stray: frozenset
+    span: list                 # [first body offset, end of body offset]
+    n_sampled: int = 0
+    closing: bool = False      # the close tag (and tail) is pending: the branch ends after it
+    done: bool = False
+
+    @classmethod
+    def open(cls, name, kind, seg, pos, forced, close_id, tail, limit, stray, offset=0, body=None) -> "Branch":
+        """A branch that feeds ``forced`` first; with ``body`` its whole block is known."""
+        start = offset + len(forced)
+        b = cls(name=name, kind=kind, seg=seg, pos=pos, offset=offset, pending=[(t, True) for t in forced],
+                close_id=close_id, tail=tuple(tail), limit=limit, stray=stray, span=[start, None])
+        if body is not None:
+            b.pending += [(t, True) for t in (*body, close_id, *tail)]
+            b.span[1], b.closing = start + len(body), True
+        return b
+
+
+_ids = itertools.count()
 
 
 class Decoder:
-    """State of one run (or rerun) while it decodes. Build with :meth:`Engine._decoder`."""
+    """One run (or rerun) while it decodes; build with :meth:`fresh` or :meth:`resume`,
+    drive with a :class:`Batch`, read the result with :meth:`to_run`."""
 
-    def __init__(self, engine, *, cache, slots: Slots, generator, temperature, top_p, limits, emit, t0, call0=0):
-        self.e, self.model, self.cache = engine, engine.model, cache
-        self.slots, self.slot_seg = slots, []
-        self.gen, self.temperature, self.top_p = generator, temperature, top_p
-        self.max_plan, self.max_step, self.max_conclusion = limits
-        self.emit, self.t0, self.calls = emit, t0, call0
+    def __init__(self, engine, settings: Settings, *, question: str, prompt: str, requested_mode: str,
+                 emit: bool = False, slots: Slots | None = None, slot_seg=(), calls: int = 0, generation: int = 0):
+        self.id = next(_ids)
+        self.e, self.ids, self.settings = engine, engine.ids, settings
+        self.question, self.prompt, self.requested_mode = question, prompt, requested_mode
+        self.generation, self.emit = generation, emit
+        self.gen = torch.Generator(device=engine.device).manual_seed(settings.seed)
+        self.slots = slots if slots is not None else Slots()
+        self.slot_seg = list(slot_seg)
+        self.calls = calls                   # forward calls this run took part in
+        self.t0 = time.perf_counter()
         self.events: list[dict] = []
         self.running: list[Branch] = []
-        self.new: list[Branch] = []
+        self.new: list[Branch] = []          # started during a call; they join the next one
         self.plan: Plan | None = None
-        self.rows = None  # [S+2, capacity] additive mask rows, one per segment (Phase II)
+        self.given_plan: Plan | None = None
+        self.mode = requested_mode
+        self.vis = torch.ones(1, 1, dtype=torch.bool, device=engine.device)  # Phase I: the prefix only
+        self.sees_all = [True]
         self.spans: dict[str, tuple[int, int]] = {}
-        self.marks = {"start": 0.0}
+        self.marks: dict[str, float] = {}
         self.forced_bodies: dict[str, list[int]] = {}
+        self.prefix_len = 0
+        self.done: set[str] = set()
+        self.started: set[str] = set()
+        self.lens: dict[str, int] = {}
+        self.conclusion_started = False
+        self.quiet = 0                       # leading slots not reported (the prompt: given, not decoded)
 
-    # ----- the hot path -------------------------------------------------------------------
-    @torch.inference_mode()
-    def step(self) -> list[TokenEvent]:
-        """One forward call: feed each running branch's next token, sample, advance."""
-        run, dev, n = self.running, self.e.device, len(self.slots)
-        q = len(run)
-        ids = torch.tensor([[b.next_id for b in run]], device=dev)
-        pos = torch.tensor([[b.pos for b in run]], device=dev)
-        mask = self.mask([b.seg for b in run], n, q)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                         **{self.e.cache_kw: self.cache})
-        nxt = sample(out.logits[0], self.temperature, self.top_p, self.gen).tolist()
-        t, call = time.perf_counter() - self.t0, self.calls
+    # ----- construction ---------------------------------------------------------------------
+    @classmethod
+    def fresh(cls, engine, question: str, mode: str, plan: Plan | None, settings: Settings, *, emit=False,
+              forced_bodies=None, generation=0, first_events=()) -> "Decoder":
+        """A new run: the prompt (and a given ``plan``) is the first chunk; then Phase I or II."""
+        prompt = build_prompt(engine.tokenizer, question, engine.system_prompt)
+        d = cls(engine, settings, question=question, prompt=prompt, requested_mode=mode, emit=emit,
+                generation=generation)
+        d.forced_bodies.update(forced_bodies or {})
+        d.events.extend(first_events)
+        tags, s = d.ids.tags, settings
+        forced = [*engine.encode(prompt), tags["<Plan>"]]
+        body = None
+        if plan is None:
+            d.events.append({"kind": "phase", "phase": "plan", "time_s": 0.0})
+        else:  # the whole prefix is known: prompt, plan and <Execution> line go in one forward
+            d.given_plan = plan
+            body = engine.encode(f"\n{plan.to_outline()}\n")
+        d.quiet = len(forced) - 1 if body is None else len(forced) + len(body) + 1 + len(d.ids.exec_line)
+        d.running.append(Branch.open("prefix", "plan", 0, 0, forced, tags["</Plan>"], d.ids.exec_line,
+                                     s.max_plan_tokens, d.ids.plan_stray, body=body))
+        return d
+
+    @classmethod
+    def resume(cls, engine, run: Run, plan: Plan, step: str, drop: set[str], forced: list[int] | None,
+               settings: Settings, generation: int, *, emit=False) -> tuple["Decoder", list[int]]:
+        """A rerun of ``run`` that decodes the branches in ``drop`` again; returns the decoder
+        and the cache slots of ``run`` it keeps (in order)."""
+        keep = [i for i, b in enumerate(run._slots.branch) if b not in drop]
+        seg = {sid: i + 1 for i, sid in enumerate(plan.ids)} | {"prefix": 0}
+        slots = run._slots.select(keep)
+        d = cls(engine, settings, question=run.question, prompt=run.prompt, requested_mode=run.requested_mode,
+                emit=emit, slots=slots, slot_seg=[seg[b] for b in slots.branch], calls=max(run._slots.call) + 1,
+                generation=generation)
+        d.spans = {k: v for k, v in run._spans.items() if k not in drop}
+        d.prefix_len = run.layout.prefix_len
+        if forced is not None:
+            d.forced_bodies[step] = forced
+        kept = [s for s in plan.ids if s not in drop]
+        d.marks.update(prefill=0.0, plan=0.0)
+        d.events.append({"kind": "rerun", "step": step, "dropped": sorted(drop - {"conclusion"}, key=plan.ids.index),
+                         "kept_slots": len(keep), "seed": settings.seed, "text": forced is not None,
+                         "description": plan[step].description if plan[step] != run.plan[step] else None})
+        d.start_steps(plan, run.mode, done=kept, lens={s: run.layout.step_lens[s] for s in kept})
+        d.running, d.new = d.new, []
+        return d, keep
+
+    @property
+    def finished(self) -> bool:
+        return not self.running
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    # ----- one forward call ------------------------------------------------------------------
+    def absorb(self, last_logits: torch.Tensor, t_abs: float) -> list[TokenEvent]:
+        """Record the chunks just fed (``self.running``, in order) as cache slots, then choose
+        each branch's next chunk from ``last_logits`` (one row per branch: its last token)."""
+        t, call, n = t_abs - self.t0, self.calls, len(self.slots)
         self.calls += 1
+        if "prefill" not in self.marks:
+            self.marks["prefill"] = t
         fed = []
-        for b, tok in zip(run, nxt):
-            self.slots.append(b.name, b.offset, b.pos, b.next_id, b.next_forced, call, t)
-            self.slot_seg.append(b.seg)
-            if self.emit:
-                fed.append(TokenEvent(b.name, self.e.piece(b.next_id), b.pos, t, b.next_id, n, b.next_forced, call))
-            n += 1
-            b.offset += 1
-            b.pos += 1
-            self.advance(b, tok)
-        self.running = [b for b in run if not b.done] + self.new
+        for b in self.running:
+            for tok, forced in b.pending:
+                self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
+                self.slot_seg.append(b.seg)
+                if self.emit and n >= self.quiet:
+                    fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
+                n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
+            b.pending = []
+        need = [i for i, b in enumerate(self.running) if not b.closing]
+        s = self.settings
+        toks = sample(last_logits[need], s.temperature, s.top_p, self.gen).tolist() if need else []
+        sampled = dict(zip(need, toks))
+        for i, b in enumerate(self.running):
+            if b.closing:  # its close tag and tail were in this chunk
+                b.done = True
+                self.finish(b)
+            else:
+                self.advance(b, sampled[i])
+        self.running = [b for b in self.running if not b.done] + self.new
         self.new = []
+        if not self.running:
+            self.marks["end"] = self.now()
         return fed
 
-    def mask(self, segs: list[int], n: int, q: int):
-        """The 4-D additive mask for q new tokens of segments ``segs`` over n cached slots
-        (``None`` where every new token may see every slot: plain causal is then exact)."""
-        if self.rows is None:
-            return None
-        if n + q > self.rows.shape[1]:
-            grown = self.rows.new_empty(self.rows.shape[0], 2 * (n + q))
-            grown[:, :n] = self.rows[:, :n]
-            self.rows = grown
-        # transformers 5 hands a 4-D mask to attention untouched (masking_utils returns it as
-        # is), and eager *adds* it to the scores: so additive float, exactly [q, past + q]
-        seg = torch.tensor(segs, device=self.rows.device)
-        self.rows[:, n:n + q] = self.visadd[:, seg]  # the new slots' columns, for every segment
-        if q == 1 and self.sees_all[segs[0]]:
-            return None
-        return self.rows[seg, :n + q][None, None]
-
     def advance(self, b: Branch, tok: int) -> None:
-        """Choose the token ``b`` feeds next: forced, sampled ``tok``, or a forced close."""
-        if b.queue:
-            b.next_id, b.next_forced = b.queue.popleft(), True
-        elif b.closing:
-            b.done = True
-            self.finish(b)
-        elif tok == b.close_id:
-            b.next_id, b.next_forced, b.closing = tok, False, True
-            b.span[1] = b.offset
-            b.queue.extend(b.tail)
+        """``b``'s next chunk after sampling ``tok``: the token, or its close tag and tail."""
+        if tok == b.close_id:
+            b.pending = [(tok, False), *((t, True) for t in b.tail)]
         elif b.n_sampled >= b.limit or tok in b.stray:
             reason = "limit" if b.n_sampled >= b.limit else "stray-token"
             self.events.append({"kind": "forced-close", "branch": b.name, "reason": reason,
                                 "token": self.e.piece(tok), "limit": b.limit, "forward_call": self.calls - 1})
-            b.next_id, b.next_forced, b.closing = b.close_id, True, True
-            b.span[1] = b.offset
-            b.queue.extend(b.tail)
+            b.pending = [(b.close_id, True), *((t, True) for t in b.tail)]
         else:
-            b.next_id, b.next_forced = tok, False
+            b.pending = [(tok, False)]
             b.n_sampled += 1
+            return
+        b.closing, b.span[1] = True, b.offset
 
     # ----- phases ------------------------------------------------------------------------
-    def prefill(self, ids: list[int]) -> None:
-        """Encode the known prefix in one forward (its tokens are all visible to each other)."""
-        with torch.inference_mode():
-            x = torch.tensor([ids], device=self.e.device)
-            self.model(input_ids=x, position_ids=torch.arange(len(ids), device=self.e.device)[None],
-                       use_cache=True, **{self.e.cache_kw: self.cache})
-        t, call = time.perf_counter() - self.t0, self.calls
-        self.calls += 1
-        for i, tok in enumerate(ids):
-            self.slots.append("prefix", i, i, tok, True, call, t)  # given, not sampled
-            self.slot_seg.append(0)
-        self.marks["prefill"] = t
-
-    def start_plan(self) -> None:
-        """Phase I: the model writes the plan after a forced ``<Plan>``."""
-        e, n = self.e, len(self.slots)
-        self.events.append({"kind": "phase", "phase": "plan", "time_s": time.perf_counter() - self.t0})
-        self.running.append(Branch("prefix", "plan", 0, n, n, [e.tags["<Plan>"]], e.tags["</Plan>"], e.exec_line,
-                                   self.max_plan, e.plan_stray))
-
     def finish(self, b: Branch) -> None:
         self.spans[b.name if b.kind != "plan" else "plan"] = tuple(b.span)
-        t = time.perf_counter() - self.t0
+        t = self.now()
         if b.kind == "plan":
             self.marks["plan"] = t
-            a, z = b.span
-            text = self.e.decode(self.slots.token[a:z])
             self.prefix_len = b.offset
-            self.start_steps(*self.read_plan(text))
+            if self.given_plan is not None:
+                self.start_steps(self.given_plan, self.requested_mode)
+            else:
+                a, z = b.span
+                self.start_steps(*self.read_plan(self.e.decode(self.slots.token[a:z])))
         elif b.kind == "step":
             self.lens[b.name] = b.offset
             self.done.add(b.name)
@@ -196,21 +314,15 @@ class Decoder:
             return plan, "sequential"
 
     def start_steps(self, plan: Plan, mode: str, done=(), lens=None) -> None:
-        """Phase II: visibility rows for the plan, then the first steps of the schedule."""
+        """Phase II: the plan's segment visibility, then the first steps of the schedule."""
         self.plan, self.mode = plan, mode
         self.seg = {sid: i + 1 for i, sid in enumerate(plan.ids)}
         self.seg["prefix"], self.seg["conclusion"] = 0, len(plan) + 1
-        vis = segment_visibility(plan, mode).to(self.e.device)
-        self.visadd = torch.zeros(vis.shape, dtype=self.e.dtype, device=self.e.device).masked_fill_(
-            ~vis, torch.finfo(self.e.dtype).min)
-        self.sees_all = vis.all(1).tolist()
-        n = len(self.slots)
-        with torch.inference_mode():
-            self.rows = torch.empty(len(plan) + 2, max(2 * n, 256), dtype=self.e.dtype, device=self.e.device)
-            self.rows[:, :n] = self.visadd[:, torch.tensor(self.slot_seg, dtype=torch.long, device=self.e.device)]
+        self.vis = segment_visibility(plan, mode).to(self.e.device)
+        self.sees_all = self.vis.all(1).tolist()
         self.done, self.lens = set(done), dict(lens or {})
         self.started, self.conclusion_started = set(done), False
-        self.events.append({"kind": "phase", "phase": "steps", "mode": mode, "time_s": time.perf_counter() - self.t0})
+        self.events.append({"kind": "phase", "phase": "steps", "mode": mode, "time_s": self.now()})
         self.schedule()
 
     def startable(self) -> list[str]:
@@ -227,33 +339,162 @@ class Decoder:
         return todo[:1] if started == done else []  # sequential: one at a time
 
     def schedule(self) -> None:
-        e, plan = self.e, self.plan
+        e, ids, plan, s = self.e, self.ids, self.plan, self.settings
         ready = self.startable()
         if ready:
             starts = segment_starts(plan, self.prefix_len, self.lens, self.mode)
             for sid in ready:
-                step = plan[sid]
-                forced = [e.tags["<Step>"], *e.encode(f" {step.header()}\n")]
-                self.new.append(Branch(sid, "step", self.seg[sid], starts[sid], 0, forced, e.tags["</Step>"],
-                                       e.separator, self.max_step, e.step_stray, self.forced_bodies.get(sid)))
+                forced = [ids.tags["<Step>"], *e.encode(f" {plan[sid].header()}\n")]
+                self.new.append(Branch.open(sid, "step", self.seg[sid], starts[sid], forced, ids.tags["</Step>"],
+                                            ids.separator, s.max_step_tokens, ids.step_stray,
+                                            body=self.forced_bodies.get(sid)))
                 self.started.add(sid)
                 self.events.append({"kind": "step-start", "branch": sid, "position": starts[sid],
-                                    "time_s": time.perf_counter() - self.t0, "forward_call": self.calls})
+                                    "time_s": self.now(), "forward_call": self.calls})
         if len(self.done) == len(plan) and not self.conclusion_started:
             self.conclusion_started = True
-            t = time.perf_counter() - self.t0
+            t = self.now()
             self.marks["steps"] = t
             self.events.append({"kind": "phase", "phase": "conclusion", "time_s": t})
             start = segment_starts(plan, self.prefix_len, self.lens, self.mode)["conclusion"]
-            self.new.append(Branch("conclusion", "conclusion", self.seg["conclusion"], start, 0, e.conclusion_open,
-                                   e.tags["</Conclusion>"], e.conclusion_tail, self.max_conclusion, e.conclusion_stray))
+            self.new.append(Branch.open("conclusion", "conclusion", self.seg["conclusion"], start,
+                                        ids.conclusion_open, ids.tags["</Conclusion>"], ids.conclusion_tail,
+                                        s.max_conclusion_tokens, ids.conclusion_stray))
 
-    def loop(self):
-        """Run until no branch is left, yielding token events when ``emit``."""
-        self.running += self.new
-        self.new = []
-        while self.running:
-            fed = self.step()
-            if fed:
-                yield from fed
-        self.marks["end"] = time.perf_counter() - self.t0
+    # ----- the result ---------------------------------------------------------------------
+    def to_run(self, cache) -> Run:
+        """The finished :class:`Run` (``cache`` holds this run's slots in order, or None)."""
+        m = self.marks
+        timings = {"prefill": m.get("prefill", 0.0), "plan": m["plan"] - m.get("prefill", 0.0),
+                   "steps": m["steps"] - m["plan"], "conclusion": m["end"] - m["steps"], "total": m["end"]}
+        return Run(question=self.question, prompt=self.prompt, plan=self.plan, mode=self.mode,
+                   requested_mode=self.requested_mode, seed=self.settings.seed, settings=asdict(self.settings),
+                   slots=self.slots, cache=cache, spans=self.spans, separator_len=len(self.ids.separator),
+                   tokenizer=self.e.tokenizer, piece=self.e.piece, events=self.events, timings=timings,
+                   generation=self.generation)
+
+
+class Batch:
+    """Runs that share one forward call per step and one key/value cache.
+
+    The cache is block-diagonal: a run's tokens see only its own slots, so each run decodes
+    exactly as it would alone. A finished run leaves (its slots are cut out of the cache)
+    and a new one may join at any step: continuous batching.
+    """
+
+    def __init__(self, engine, cache=None):
+        self.e, self.model = engine, engine.model
+        self.cache = cache if cache is not None else new_cache(engine.model.config)
+        self.members: list[Decoder] = []
+        self.owner: list[int] = []  # per cache slot: the Decoder.id it belongs to
+        self.seg: list[int] = []    # per cache slot: its segment within that run
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, d: Decoder) -> None:
+        """``d`` joins; its existing slots (a rerun's) must be at the end of the cache."""
+        self.members.append(d)
+        self.owner += [d.id] * len(d.slots)
+        self.seg += d.slot_seg
+
+    @torch.inference_mode()
+    def step(self) -> tuple[list[tuple[Decoder, list[TokenEvent]]], list[Decoder]]:
+        """One forward call over every member's chunks; returns the token events per member
+        and the members that finished (still in the batch: take them out with :meth:`remove`)."""
+        ids, pos, owner, seg, last, counts = [], [], [], [], [], []
+        for d in self.members:
+            for b in d.running:
+                ids += [t for t, _ in b.pending]
+                pos += range(b.pos, b.pos + len(b.pending))
+                owner += [d.id] * len(b.pending)
+                seg += [b.seg] * len(b.pending)
+                last.append(len(ids) - 1)
+            counts.append(len(d.running))
+        dev = self.e.device
+        mask = self.mask(owner, seg)
+        out = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([pos], device=dev),
+                         attention_mask=mask, use_cache=True, logits_to_keep=torch.tensor(last, device=dev),
+                         **{self.e.cache_kw: self.cache})
+        t = time.perf_counter()
+        self.owner += owner
+        self.seg += seg
+        logits, at, events = out.logits[0], 0, []
+        for d, k in zip(self.members, counts):
+            events.append((d, d.absorb(logits[at:at + k], t)))
+            at += k
+        return events, [d for d in self.members if d.finished]
+
+    def mask(self, owner: list[int], seg: list[int]):
+        """The additive ``[1, 1, q, past + q]`` mask for new tokens of ``owner``/``seg``
+        (``None`` when plain causal attention is exact: one run, one branch that sees all)."""
+        e, q, n = self.e, len(owner), len(self.owner)
+        if len(self.members) == 1:
+            d = self.members[0]
+            if len(d.running) == 1 and d.sees_all[seg[0]]:
+                return None
+        dev = e.device
+        qseg = torch.tensor(seg, device=dev)
+        kseg = torch.tensor(self.seg + seg, device=dev)
+        if len(self.members) == 1:
+            allowed = self.members[0].vis[qseg][:, kseg]
+        else:
+            kown = torch.tensor(self.owner + owner, device=dev)
+            allowed = torch.zeros(q, n + q, dtype=torch.bool, device=dev)
+            at = 0
+            for d in self.members:
+                k = sum(len(b.pending) for b in d.running)
+                cols = (kown == d.id).nonzero().squeeze(1)
+                allowed[at:at + k, cols] = d.vis[qseg[at:at + k]][:, kseg[cols]]
+                at += k
+        allowed[:, n:] &= torch.ones(q, q, dtype=torch.bool, device=dev).tril_()
+        # eager attention *adds* the mask to the scores: additive float, exactly [q, past + q]
+        return torch.zeros(q, n + q, dtype=e.dtype, device=dev).masked_fill_(~allowed, torch.finfo(e.dtype).min)[
+            None, None]
+
+    def remove(self, d: Decoder, keep_cache: bool = True):
+        """Take ``d`` out; returns a cache of its slots (in order) when ``keep_cache``."""
+        self.members.remove(d)
+        mine = [i for i, o in enumerate(self.owner) if o == d.id]
+        if len(mine) == len(self.owner):  # alone: hand the cache over as it is
+            cache = self.cache if keep_cache else None
+            self.cache, self.owner, self.seg = new_cache(self.model.config), [], []
+            return cache
+        cfg, dev = self.model.config, self.e.device
+        with torch.inference_mode():
+            cache = select_slots(self.cache, torch.tensor(mine, device=dev), cfg) if keep_cache else None
+            rest = [i for i, o in enumerate(self.owner) if o != d.id]
+            self.cache = select_slots(self.cache, torch.tensor(rest, device=dev), cfg)
+        self.owner = [self.owner[i] for i in rest]
+        self.seg = [self.seg[i] for i in rest]
+        return cache
+
+
+def decode_alone(d: Decoder, cache=None):
+    """Drive one decoder to its end, yielding its token events; returns its :class:`Run`."""
+    batch = Batch(d.e, cache)
+    batch.add(d)
+    while not d.finished:
+        for _, fed in batch.step()[0]:
+            yield from fed
+    return d.to_run(batch.remove(d))
+
+
+def decode_many(engine, make, n: int, batch_size: int, keep_cache: bool = False):
+    """Continuous batching: decode the runs ``make(i)`` for ``i in range(n)``, at most
+    ``batch_size`` at a time, a new one joining as soon as one finishes; yields ``(i, run)``
+    as runs finish. When ``make(i)`` raises, ``(i, exception)`` is yielded and the rest go on."""
+    batch, index, todo = Batch(engine), {}, iter(range(n))
+    while True:
+        while len(batch) < batch_size and (i := next(todo, None)) is not None:
+            try:
+                d = make(i)
+            except Exception as exc:  # noqa: BLE001 - one bad question must not end the others
+                yield i, exc
+                continue
+            batch.add(d)
+            index[d.id] = i
+        if not len(batch):
+            return
+        for d in batch.step()[1]:
+            yield index.pop(d.id), d.to_run(batch.remove(d, keep_cache))

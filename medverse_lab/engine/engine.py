@@ -14,7 +14,6 @@ and ``ml.position_ids(run.layout, run.mode)``: the engine and training share one
 from __future__ import annotations
 
 import inspect
-import time
 import warnings
 from pathlib import Path
 
@@ -23,9 +22,9 @@ import torch
 from ..plan import Plan
 from ..tokens import TAGS, add_medverse_tokens, to_dtype
 from ..topology import ENGINE_MODES, segment_visibility
-from .decode import Decoder
+from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
 from .kv import new_cache, select_slots
-from ..prompt import SYSTEM_PROMPT, build_prompt
+from ..prompt import SYSTEM_PROMPT
 from .run import Run, RunStream, TokenEvent
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-model"
@@ -62,12 +61,6 @@ def _check_attention(impl: str | None) -> None:
             f"attn_implementation='sdpa' (the default of Engine.load) or 'eager'.")
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
-    return value
-
-
 class Engine:
     """A causal LM and its tokenizer, ready to decode MedVerse runs.
 
@@ -102,15 +95,8 @@ class Engine:
             getattr(cfg, "medverse_system_prompt", SYSTEM_PROMPT)
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.tags = {t: tokenizer.convert_tokens_to_ids(t) for t in TAGS}
-        special = set(tokenizer.all_special_ids) | set(self.tags.values())
-        self.step_stray = frozenset(special - {self.tags["</Step>"]})
-        self.conclusion_stray = frozenset(special - {self.tags["</Conclusion>"]})
-        self.plan_stray = frozenset(special - {self.tags[t] for t in ("</Plan>", "<Outline>", "</Outline>")})
-        self.separator = self.encode("\n")
-        self.exec_line = self.encode("\n<Execution>\n")
-        self.conclusion_open = self.encode("</Execution>\n<Conclusion>")
-        self.conclusion_tail = self.encode("\n</Think>")
+        self.ids = TokenIds.of(tokenizer, self.encode)
+        self.tags, self.step_stray = self.ids.tags, self.ids.step_stray
         self._pieces: dict[int, str] = {}
 
     # ----- loading -----------------------------------------------------------------------
@@ -202,9 +188,10 @@ class Engine:
         ``sequential`` with the PlanError in ``run.events``. ``on_token(TokenEvent)`` is
         called for every token from the plan on, as it enters the cache.
         """
-        events = self._start(question, mode, plan, seed, temperature, top_p, max_plan_tokens, max_step_tokens,
-                             max_conclusion_tokens, emit=on_token is not None)
-        return _drain(events, on_token)
+        d = self.decoder(question, mode=mode, plan=plan, seed=seed, temperature=temperature, top_p=top_p,
+                         max_plan_tokens=max_plan_tokens, max_step_tokens=max_step_tokens,
+                         max_conclusion_tokens=max_conclusion_tokens, emit=on_token is not None)
+        return _drain(decode_alone(d), on_token)
 
     def stream(self, question: str, **kwargs) -> RunStream:
         """Like :meth:`run` (same keywords), as an iterator of :class:`TokenEvent` in decode
@@ -212,16 +199,38 @@ class Engine:
         at the call, before anything is decoded."""
         if "on_token" in kwargs:
             raise TypeError("stream() yields the tokens itself; on_token belongs to run()")
-        sig = inspect.signature(self.run).bind(question, **kwargs)
-        sig.apply_defaults()
-        a = sig.arguments
-        return RunStream(self._start(question, a["mode"], a["plan"], a["seed"], a["temperature"], a["top_p"],
-                                     a["max_plan_tokens"], a["max_step_tokens"], a["max_conclusion_tokens"],
-                                     emit=True))
+        return RunStream(decode_alone(self.decoder(question, emit=True, **kwargs)))
 
-    def _start(self, question, mode, plan, seed, temperature, top_p, max_plan_tokens, max_step_tokens,
-               max_conclusion_tokens, emit):
-        """Check every argument (raising before any decoding), then return the decode generator."""
+    def run_many(self, questions, batch_size: int = 8, keep_cache: bool = False, progress: bool = False,
+                 **kwargs) -> list[Run]:
+        """Answer several questions at once; returns their runs in the order given.
+
+        Up to ``batch_size`` runs decode together: one forward call feeds the running
+        branches of every run in the batch, each run seeing only its own cache slots, and
+        a finished run makes room for the next question at once (continuous batching).
+        Each run equals the same question decoded alone with :meth:`run` (the same keywords,
+        which apply to every question). The runs' caches are dropped unless
+        ``keep_cache=True`` (then :meth:`rerun` works on them). ``progress`` shows a bar.
+        """
+        from tqdm.auto import tqdm
+
+        questions = list(questions)
+        _positive_int("batch_size", batch_size)
+        if "on_token" in kwargs:
+            raise TypeError("run_many() takes no on_token; use stream() to watch one run")
+        makers = [self.decoder(q, **kwargs) for q in questions]  # every argument checked before decoding
+        runs: list[Run | None] = [None] * len(questions)
+        with tqdm(total=len(questions), desc="runs", disable=not progress, mininterval=1.0) as bar:
+            for i, run in decode_many(self, makers.__getitem__, len(questions), batch_size, keep_cache):
+                runs[i] = run
+                bar.update()
+        return runs
+
+    def decoder(self, question: str, *, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
+                temperature: float = 0.7, top_p: float = 0.95, max_plan_tokens: int = 512,
+                max_step_tokens: int = 256, max_conclusion_tokens: int = 256, emit: bool = False) -> Decoder:
+        """A :class:`~medverse_lab.engine.decode.Decoder` for ``question`` with every
+        argument checked (raising before any decoding); :meth:`run` keywords."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"question is empty ({question!r}): pass the question text (with its options)")
         mode = check_engine_mode(self.default_mode if mode is None else mode)
@@ -231,62 +240,9 @@ class Engine:
             if not isinstance(plan, Plan):
                 raise TypeError(f"plan must be an ml.Plan or outline text, not {type(plan).__name__}")
             plan.validate()
-        limits = tuple(_positive_int(n, v) for n, v in (("max_plan_tokens", max_plan_tokens),
-                                                        ("max_step_tokens", max_step_tokens),
-                                                        ("max_conclusion_tokens", max_conclusion_tokens)))
-        settings = self._sampling(seed, temperature, top_p)
-        settings.update(max_plan_tokens=limits[0], max_step_tokens=limits[1], max_conclusion_tokens=limits[2])
-        return self._decode_new(question, mode, plan, settings, limits, emit)
-
-    @staticmethod
-    def _sampling(seed, temperature, top_p) -> dict:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed = {seed!r}: must be an integer")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < float("inf"):
-            raise ValueError(f"temperature = {temperature!r}: must be a number >= 0 (0 is greedy)")
-        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-            raise ValueError(f"top_p = {top_p!r}: must be in (0, 1]")
-        return {"seed": seed, "temperature": float(temperature), "top_p": float(top_p)}
-
-    def _decoder(self, cache, slots, settings, limits, emit) -> Decoder:
-        gen = torch.Generator(device=self.device).manual_seed(settings["seed"])
-        return Decoder(self, cache=cache, slots=slots, generator=gen, temperature=settings["temperature"],
-                       top_p=settings["top_p"], limits=limits, emit=emit, t0=time.perf_counter())
-
-    def _decode_new(self, question, mode, plan, settings, limits, emit, forced_bodies=None, generation=0,
-                    first_events=()):
-        from .run import Slots
-
-        prompt = build_prompt(self.tokenizer, question, self.system_prompt)
-        d = self._decoder(new_cache(self.model.config), Slots(), settings, limits, emit)
-        d.requested_mode = mode
-        d.forced_bodies.update(forced_bodies or {})
-        d.events.extend(first_events)
-        ids = self.encode(prompt)
-        d.prompt_len = len(ids)
-        if plan is None:
-            d.prefill(ids)
-            d.start_plan()
-        else:  # the whole prefix is known: prompt, plan, <Execution> line in one forward
-            head = [self.tags["<Plan>"], *self.encode(f"\n{plan.to_outline()}\n")]
-            d.prefill(ids + head + [self.tags["</Plan>"], *self.exec_line])
-            d.marks["plan"] = d.marks["prefill"]
-            d.spans["plan"] = (len(ids) + 1, len(ids) + len(head))
-            d.prefix_len = len(d.slots)
-            d.start_steps(plan, mode)
-        yield from d.loop()
-        return self._make_run(d, question, prompt, settings, generation=generation)
-
-    def _make_run(self, d: Decoder, question, prompt, settings, generation, base_timings=None) -> Run:
-        m = d.marks
-        timings = dict(base_timings or {"prefill": m.get("prefill", 0.0), "plan": m["plan"] - m.get("prefill", 0.0)})
-        timings["steps"] = m["steps"] - m["plan"]
-        timings["conclusion"] = m["end"] - m["steps"]
-        timings["total"] = m["end"]
-        return Run(question=question, prompt=prompt, plan=d.plan, mode=d.mode, requested_mode=d.requested_mode,
-                   seed=settings["seed"], settings=settings, slots=d.slots, cache=d.cache, spans=d.spans,
-                   separator_len=len(self.separator), tokenizer=self.tokenizer, piece=self.piece, events=d.events,
-                   timings=timings, generation=generation)
+        settings = Settings.checked(seed=seed, temperature=temperature, top_p=top_p, max_plan_tokens=max_plan_tokens,
+                                    max_step_tokens=max_step_tokens, max_conclusion_tokens=max_conclusion_tokens)
+        return Decoder.fresh(self, question, mode, plan, settings, emit=emit)
 
     # ----- rerun -------------------------------------------------------------------------
     def rerun(self, run: Run, step, seed: int | None = None, text: str | None = None,
@@ -297,11 +253,11 @@ class Engine:
         (its descendants for ``dag``; every later chunk for ``layered``; every later step for
         ``sequential``) and the conclusion. Every other slot is kept as it is (the cache is
         compacted), so untouched steps stay token-identical. ``seed=None`` uses
-        ``run.seed + generation + 1``; ``text`` forces the step's body. ``description``
-        rewrites the step in the plan: since every step and the conclusion read the plan, that
-        invalidates all of Phase II, so the prompt is kept and everything from the plan on is
-        decoded again with the edited plan forced (``run.events`` says so). Returns a new
-        :class:`Run`; ``run`` is left usable.
+        ``run.seed + generation + 1``; ``text`` forces the step's body (fed in one forward
+        call). ``description`` rewrites the step in the plan: since every step and the
+        conclusion read the plan, that invalidates all of Phase II, so the prompt is kept and
+        everything from the plan on is decoded again with the edited plan forced
+        (``run.events`` says so). Returns a new :class:`Run`; ``run`` is left usable.
         """
         events = self._start_rerun(run, step, seed, text, description, emit=on_token is not None)
         return _drain(events, on_token)
@@ -322,47 +278,24 @@ class Engine:
 
             plan = Plan([replace(s, description=description.strip()) if s.id == sid else s for s in plan.steps])
         gen_no = run.generation + 1
-        settings = self._sampling(run.seed + gen_no if seed is None else seed, run.settings["temperature"],
-                                  run.settings["top_p"])
-        limits = (run.settings["max_plan_tokens"], run.settings["max_step_tokens"], run.settings["max_conclusion_tokens"])
-        settings.update(max_plan_tokens=limits[0], max_step_tokens=limits[1], max_conclusion_tokens=limits[2])
+        settings = Settings.checked(**{**run.settings, "seed": run.seed + gen_no if seed is None else seed})
+        forced = None if text is None else self.encode(text)
+        if description is not None:
+            note = {"kind": "rerun", "step": sid, "dropped": list(plan.ids), "kept_slots": 0, "seed": settings.seed,
+                    "text": forced is not None, "description": plan[sid].description,
+                    "reason": "a new description changes the plan every step reads: Phase II decoded again"}
+            d = Decoder.fresh(self, run.question, run.mode, plan, settings, emit=emit,
+                              forced_bodies={sid: forced} if forced is not None else None, generation=gen_no,
+                              first_events=[note])
+            return decode_alone(d)
         vis = segment_visibility(plan, run.mode)
         index = {s: i + 1 for i, s in enumerate(plan.ids)}
         later = plan.ids[plan.ids.index(sid) + 1:]  # (sequential's segment rule is all True; order cuts it)
         drop = {sid} | {t for t in later if bool(vis[index[t], index[sid]])} | {"conclusion"}
-        forced = None if text is None else self.encode(text)
-        if description is not None:
-            note = {"kind": "rerun", "step": sid, "dropped": list(plan.ids), "kept_slots": 0, "seed": settings["seed"],
-                    "text": forced is not None, "description": plan[sid].description,
-                    "reason": "a new description changes the plan every step reads: Phase II decoded again"}
-            return self._decode_new(run.question, run.mode, plan, settings, limits, emit,
-                                    forced_bodies={sid: forced} if forced is not None else None,
-                                    generation=gen_no, first_events=[note])
-        return self._decode_rerun(run, plan, sid, drop, forced, settings, limits, gen_no, emit)
-
-    def _decode_rerun(self, run: Run, plan, sid, drop, forced, settings, limits, gen_no, emit):
-        keep = [i for i, b in enumerate(run._slots.branch) if b not in drop]
+        d, keep = Decoder.resume(self, run, plan, sid, drop, forced, settings, gen_no, emit=emit)
         with torch.inference_mode():
             cache = select_slots(run._cache, torch.tensor(keep, device=self.device), self.model.config)
-        d = self._decoder(cache, run._slots.select(keep), settings, limits, emit)
-        d.calls = max(run._slots.call) + 1
-        d.requested_mode, d.prompt_len = run.requested_mode, None
-        d.spans = {k: v for k, v in run._spans.items() if k not in drop}
-        d.prefix_len = run.layout.prefix_len
-        seg = {s: i + 1 for i, s in enumerate(plan.ids)}
-        seg["prefix"] = 0
-        d.slot_seg = [seg[b] for b in d.slots.branch]
-        if forced is not None:
-            d.forced_bodies[sid] = forced
-        kept = [s for s in plan.ids if s not in drop]
-        d.marks.update(prefill=0.0, plan=0.0)
-        d.events.append({"kind": "rerun", "step": sid, "dropped": sorted(drop - {"conclusion"}, key=plan.ids.index),
-                         "kept_slots": len(keep), "seed": settings["seed"], "text": forced is not None,
-                         "description": plan[sid].description if plan[sid] != run.plan[sid] else None})
-        d.start_steps(plan, run.mode, done=kept, lens={s: run.layout.step_lens[s] for s in kept})
-        yield from d.loop()
-        return self._make_run(d, run.question, run.prompt, settings, gen_no,
-                              base_timings={"prefill": 0.0, "plan": 0.0})
+        return decode_alone(d, cache)
 
 
 def _drain(events, on_token) -> Run:
@@ -375,4 +308,5 @@ def _drain(events, on_token) -> Run:
         on_token(ev)
 
 
-__all__ = ["Engine", "Run", "RunStream", "TokenEvent", "default_model_path", "check_engine_mode", "SFT_REFUSED"]
+__all__ = ["Engine", "Run", "RunStream", "TokenEvent", "Settings", "Batch", "default_model_path", "check_engine_mode",
+           "SFT_REFUSED"]
