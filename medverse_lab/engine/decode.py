@@ -386,8 +386,10 @@ class Batch:
         self.e, self.model = engine, engine.model
         self.cache = cache if cache is not None else new_cache(engine.model.config)
         self.members: list[Decoder] = []
-        self.owner: list[int] = []  # per cache slot: the Decoder.id it belongs to
-        self.seg: list[int] = []    # per cache slot: its segment within that run
+        empty = torch.empty(0, dtype=torch.long, device=engine.device)
+        self.owner, self.seg = empty, empty  # per cache slot: the Decoder.id it belongs to, its segment there
+        # sdpa takes a boolean mask as is; eager *adds* the mask to the scores, so it gets 0 / -inf floats
+        self.bool_mask = engine.model.config._attn_implementation == "sdpa"
 
     def __len__(self) -> int:
         return len(self.members)
@@ -395,8 +397,25 @@ class Batch:
     def add(self, d: Decoder) -> None:
         """``d`` joins; its existing slots (a rerun's) must be at the end of the cache."""
         self.members.append(d)
-        self.owner += [d.id] * len(d.slots)
-        self.seg += d.slot_seg
+        self.owner = torch.cat([self.owner, self.owner.new_full((len(d.slots),), d.id)])
+        self.seg = torch.cat([self.seg, torch.tensor(d.slot_seg, dtype=torch.long, device=self.seg.device)])
+
+    def join(self, d: Decoder) -> list[TokenEvent]:
+        """``d`` (a fresh run) joins a running batch: its prompt chunk is encoded in a forward
+        of its own (in the batch it would attend over every other run's slots, all masked
+        out), then its slots are appended to the shared cache. Returns that call's events."""
+        if not self.members:
+            self.add(d)
+            return []
+        solo = Batch(self.e)
+        solo.add(d)
+        (_, fed), = solo.step()[0]
+        cache = solo.remove(d)
+        with torch.inference_mode():
+            for src, dst in zip(cache.layers, self.cache.layers):
+                dst.update(src.keys, src.values)
+        self.add(d)
+        return fed
 
     @torch.inference_mode()
     def step(self) -> tuple[list[tuple[Decoder, list[TokenEvent]]], list[Decoder]]:
@@ -405,68 +424,65 @@ class Batch:
         ids, pos, owner, seg, last, counts = [], [], [], [], [], []
         for d in self.members:
             for b in d.running:
+                k = len(b.pending)
                 ids += [t for t, _ in b.pending]
-                pos += range(b.pos, b.pos + len(b.pending))
-                owner += [d.id] * len(b.pending)
-                seg += [b.seg] * len(b.pending)
+                pos += range(b.pos, b.pos + k)
+                owner += [d.id] * k
+                seg += [b.seg] * k
                 last.append(len(ids) - 1)
             counts.append(len(d.running))
         dev = self.e.device
+        owner, seg = torch.tensor(owner, device=dev), torch.tensor(seg, device=dev)
         mask = self.mask(owner, seg)
         out = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([pos], device=dev),
                          attention_mask=mask, use_cache=True, logits_to_keep=torch.tensor(last, device=dev),
                          **{self.e.cache_kw: self.cache})
         t = time.perf_counter()
-        self.owner += owner
-        self.seg += seg
+        self.owner, self.seg = torch.cat([self.owner, owner]), torch.cat([self.seg, seg])
         logits, at, events = out.logits[0], 0, []
         for d, k in zip(self.members, counts):
             events.append((d, d.absorb(logits[at:at + k], t)))
             at += k
         return events, [d for d in self.members if d.finished]
 
-    def mask(self, owner: list[int], seg: list[int]):
-        """The additive ``[1, 1, q, past + q]`` mask for new tokens of ``owner``/``seg``
+    def mask(self, owner: torch.Tensor, seg: torch.Tensor):
+        """The ``[1, 1, q, past + q]`` mask for new tokens of runs ``owner``, segments ``seg``
         (``None`` when plain causal attention is exact: one run, one branch that sees all)."""
-        e, q, n = self.e, len(owner), len(self.owner)
+        q, n = len(owner), len(self.owner)
         if len(self.members) == 1:
             d = self.members[0]
-            if len(d.running) == 1 and d.sees_all[seg[0]]:
+            if len(d.running) == 1 and d.sees_all[d.running[0].seg]:
                 return None
-        dev = e.device
-        qseg = torch.tensor(seg, device=dev)
-        kseg = torch.tensor(self.seg + seg, device=dev)
-        if len(self.members) == 1:
-            allowed = self.members[0].vis[qseg][:, kseg]
-        else:
-            kown = torch.tensor(self.owner + owner, device=dev)
-            allowed = torch.zeros(q, n + q, dtype=torch.bool, device=dev)
-            at = 0
-            for d in self.members:
-                k = sum(len(b.pending) for b in d.running)
-                cols = (kown == d.id).nonzero().squeeze(1)
-                allowed[at:at + k, cols] = d.vis[qseg[at:at + k]][:, kseg[cols]]
-                at += k
-        allowed[:, n:] &= torch.ones(q, q, dtype=torch.bool, device=dev).tril_()
-        # eager attention *adds* the mask to the scores: additive float, exactly [q, past + q]
-        return torch.zeros(q, n + q, dtype=e.dtype, device=dev).masked_fill_(~allowed, torch.finfo(e.dtype).min)[
+            allowed = d.vis[seg][:, torch.cat([self.seg, seg])]
+        else:  # one block-diagonal visibility over (run, segment) pairs
+            ids = torch.tensor([d.id for d in self.members], device=seg.device)
+            ids, order = ids.sort()
+            vis = [self.members[i].vis for i in order.tolist()]
+            base = torch.tensor([0] + [v.shape[0] for v in vis[:-1]], device=seg.device).cumsum(0)
+            gid = lambda own, sg: base[torch.searchsorted(ids, own)] + sg
+            allowed = torch.block_diag(*vis)[gid(owner, seg)][:, gid(torch.cat([self.owner, owner]),
+                                                                   torch.cat([self.seg, seg]))]
+        allowed[:, n:] &= torch.ones(q, q, dtype=torch.bool, device=seg.device).tril_()
+        if self.bool_mask:
+            return allowed[None, None]
+        dtype = self.e.dtype
+        return torch.zeros(q, n + q, dtype=dtype, device=seg.device).masked_fill_(~allowed, torch.finfo(dtype).min)[
             None, None]
 
     def remove(self, d: Decoder, keep_cache: bool = True):
         """Take ``d`` out; returns a cache of its slots (in order) when ``keep_cache``."""
         self.members.remove(d)
-        mine = [i for i, o in enumerate(self.owner) if o == d.id]
-        if len(mine) == len(self.owner):  # alone: hand the cache over as it is
+        mine = self.owner == d.id
+        if bool(mine.all()):  # alone: hand the cache over as it is
             cache = self.cache if keep_cache else None
-            self.cache, self.owner, self.seg = new_cache(self.model.config), [], []
+            self.cache, self.owner, self.seg = new_cache(self.model.config), self.owner[:0], self.seg[:0]
             return cache
-        cfg, dev = self.model.config, self.e.device
+        cfg = self.model.config
         with torch.inference_mode():
-            cache = select_slots(self.cache, torch.tensor(mine, device=dev), cfg) if keep_cache else None
-            rest = [i for i, o in enumerate(self.owner) if o != d.id]
-            self.cache = select_slots(self.cache, torch.tensor(rest, device=dev), cfg)
-        self.owner = [self.owner[i] for i in rest]
-        self.seg = [self.seg[i] for i in rest]
+            cache = select_slots(self.cache, mine.nonzero().squeeze(1), cfg) if keep_cache else None
+            rest = (~mine).nonzero().squeeze(1)
+            self.cache = select_slots(self.cache, rest, cfg)
+        self.owner, self.seg = self.owner[rest], self.seg[rest]
         return cache
 
 
@@ -492,7 +508,7 @@ def decode_many(engine, make, n: int, batch_size: int, keep_cache: bool = False)
             except Exception as exc:  # noqa: BLE001 - one bad question must not end the others
                 yield i, exc
                 continue
-            batch.add(d)
+            batch.join(d)
             index[d.id] = i
         if not len(batch):
             return
