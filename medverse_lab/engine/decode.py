@@ -183,9 +183,11 @@ class Decoder:
     # ----- construction ---------------------------------------------------------------------
     @classmethod
     def fresh(cls, engine, question: str, mode: str, plan: Plan | None, settings: Settings, *, emit=False,
-              forced_bodies=None, generation=0, first_events=()) -> "Decoder":
-        """A new run: the prompt (and a given ``plan``) is the first chunk; then Phase I or II."""
-        prompt = build_prompt(engine.tokenizer, question, engine.system_prompt)
+              forced_bodies=None, generation=0, first_events=(), prompt: str | None = None) -> "Decoder":
+        """A new run: the prompt (and a given ``plan``) is the first chunk; then Phase I or II.
+        ``prompt`` replaces the one built from ``question`` (it must end the assistant's
+        ``<Think>`` line)."""
+        prompt = build_prompt(engine.tokenizer, question, engine.system_prompt) if prompt is None else prompt
         d = cls(engine, settings, question=question, prompt=prompt, requested_mode=mode, emit=emit,
                 generation=generation)
         d.forced_bodies.update(forced_bodies or {})

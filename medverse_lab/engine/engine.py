@@ -24,7 +24,7 @@ from ..tokens import TAGS, add_medverse_tokens, to_dtype
 from ..topology import ENGINE_MODES, segment_visibility
 from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
 from .kv import new_cache, select_slots
-from ..prompt import SYSTEM_PROMPT
+from ..prompt import SYSTEM_PROMPT, THINK_PREFIX
 from .run import Run, RunStream, TokenEvent
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-model"
@@ -228,9 +228,11 @@ class Engine:
 
     def decoder(self, question: str, *, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
                 temperature: float = 0.7, top_p: float = 0.95, max_plan_tokens: int = 512,
-                max_step_tokens: int = 256, max_conclusion_tokens: int = 256, emit: bool = False) -> Decoder:
+                max_step_tokens: int = 256, max_conclusion_tokens: int = 256, emit: bool = False,
+                prompt: str | None = None) -> Decoder:
         """A :class:`~medverse_lab.engine.decode.Decoder` for ``question`` with every
-        argument checked (raising before any decoding); :meth:`run` keywords."""
+        argument checked (raising before any decoding); :meth:`run` keywords. ``prompt``
+        (text ending with the assistant's ``<Think>`` line) replaces the built prompt."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"question is empty ({question!r}): pass the question text (with its options)")
         mode = check_engine_mode(self.default_mode if mode is None else mode)
@@ -242,7 +244,9 @@ class Engine:
             plan.validate()
         settings = Settings.checked(seed=seed, temperature=temperature, top_p=top_p, max_plan_tokens=max_plan_tokens,
                                     max_step_tokens=max_step_tokens, max_conclusion_tokens=max_conclusion_tokens)
-        return Decoder.fresh(self, question, mode, plan, settings, emit=emit)
+        if prompt is not None and not (isinstance(prompt, str) and prompt.endswith(THINK_PREFIX)):
+            raise ValueError(f"prompt must be text ending with {THINK_PREFIX!r} (the assistant turn's first line)")
+        return Decoder.fresh(self, question, mode, plan, settings, emit=emit, prompt=prompt)
 
     # ----- rerun -------------------------------------------------------------------------
     def rerun(self, run: Run, step, seed: int | None = None, text: str | None = None,

@@ -1,0 +1,41 @@
+"""``medverse-lab serve``: an HTTP server (FastAPI + uvicorn) for the engine.
+
+    medverse-lab serve                       # the embedded model on http://127.0.0.1:8000
+    medverse-lab serve --model CKPT --port 30000 --mode dag --max-batch 16
+
+Endpoints: ``POST /generate`` (SGLang's native shape, as the public MedVerse client sends),
+``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI shapes, streaming
+included), ``GET /health``, ``GET /v1/models``. See :mod:`.app`.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+
+__all__ = ["create_app", "add_arguments", "main"]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
+    parser.add_argument("--mode", help="dag, layered, speculative or sequential (default: the model's)")
+    parser.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
+    parser.add_argument("--device")
+    parser.add_argument("--name", help="the model id clients see (default: the checkpoint's name)")
+
+
+def main(args) -> int:
+    import uvicorn
+
+    from ..engine import Engine
+    from ..engine.decode import _positive_int
+
+    _positive_int("--max-batch", args.max_batch)
+    engine = Engine.load(args.model, device=args.device)
+    name = args.name or ("medverse-teaching-model" if args.model is None else None)
+    app = create_app(engine, mode=args.mode, max_batch=args.max_batch, model_name=name)
+    print(f"medverse-lab serve: {engine} on http://{args.host}:{args.port} (mode {args.mode or engine.default_mode}, "
+          f"max batch {args.max_batch})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

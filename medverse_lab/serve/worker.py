@@ -1,0 +1,120 @@
+"""The server's decoder: one thread that runs every request in one continuous batch.
+
+Requests arrive from the event loop as :class:`Ticket` objects holding a checked
+:class:`~medverse_lab.engine.decode.Decoder`; the worker admits them into the batch as room
+frees up, steps the batch (one forward call for every running branch of every request) and
+hands token events and finished runs back to the event loop, thread-safely. A cancelled
+ticket (its client went away) leaves the batch at the next step and its slots are freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from ..engine.decode import Batch, Decoder
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request in the worker. ``updates`` receives ``("tokens", [TokenEvent, ...])``,
+    then ``("done", Run)`` or ``("error", Exception)``; it lives on the event loop ``loop``."""
+
+    decoder: Decoder
+    loop: asyncio.AbstractEventLoop
+    updates: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+
+    def post(self, kind: str, payload) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.updates.put_nowait, (kind, payload))
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    async def result(self):
+        """The finished Run (tokens are skipped), or the worker's error raised."""
+        while True:
+            kind, payload = await self.updates.get()
+            if kind == "done":
+                return payload
+            if kind == "error":
+                raise payload
+
+
+class Worker:
+    """Continuous batching for a server: at most ``max_batch`` requests decode together."""
+
+    def __init__(self, engine, max_batch: int = 8):
+        self.engine, self.max_batch = engine, max_batch
+        self.inbox: queue.Queue[Ticket | None] = queue.Queue()
+        self.active: dict[int, Ticket] = {}
+        self.stats = {"requests": 0, "finished": 0, "cancelled": 0, "forward_calls": 0, "max_batch_seen": 0}
+        self._thread = threading.Thread(target=self._loop, name="medverse-decoder", daemon=True)
+        self._thread.start()
+
+    def submit(self, ticket: Ticket) -> Ticket:
+        self.stats["requests"] += 1
+        self.inbox.put(ticket)
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """The client is gone: drop the request (now, or at the worker's next step)."""
+        ticket.cancelled = True
+
+    def close(self) -> None:
+        self.inbox.put(None)
+        self._thread.join(timeout=10)
+
+    @property
+    def running(self) -> int:
+        return len(self.active)
+
+    # ----- the decode thread ---------------------------------------------------------------
+    def _loop(self) -> None:
+        batch = Batch(self.engine)
+        while True:
+            try:
+                if not self._admit(batch):
+                    return
+                for t in [t for t in self.active.values() if t.cancelled]:
+                    batch.remove(t.decoder, keep_cache=False)
+                    del self.active[t.decoder.id]
+                    self.stats["cancelled"] += 1
+                if not len(batch):
+                    continue
+                self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
+                events, finished = batch.step()
+                self.stats["forward_calls"] += 1
+                for d, fed in events:
+                    if fed:
+                        self.active[d.id].post("tokens", fed)
+                for d in finished:
+                    run = d.to_run(batch.remove(d, keep_cache=False))
+                    self.active.pop(d.id).post("done", run)
+                    self.stats["finished"] += 1
+            except Exception as exc:  # noqa: BLE001 - fail the requests in flight, keep serving
+                for t in self.active.values():
+                    t.post("error", exc)
+                self.active.clear()
+                batch = Batch(self.engine)
+
+    def _admit(self, batch: Batch) -> bool:
+        """Move waiting tickets into the batch while there is room (block when idle);
+        False when the worker is told to stop."""
+        while len(batch) < self.max_batch:
+            try:
+                ticket = self.inbox.get(block=not len(batch))
+            except queue.Empty:
+                return True
+            if ticket is None:
+                return False
+            if ticket.cancelled:
+                self.stats["cancelled"] += 1
+                continue
+            self.active[ticket.decoder.id] = ticket
+            fed = batch.join(ticket.decoder)
+            if fed:
+                ticket.post("tokens", fed)
+        return True
