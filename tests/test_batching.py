@@ -151,3 +151,20 @@ def test_batched_runs_on_cuda_when_present(tokenizer, plan):
     alone = [engine.run(q, plan=plan, temperature=0, **KW) for q in QUESTIONS[:3]]
     batched = engine.run_many(QUESTIONS[:3], plan=plan, temperature=0, **KW)
     assert [b.layout.token_ids for b in batched] == [a.layout.token_ids for a in alone]
+
+
+@pytest.mark.parametrize("mode", ["dag", "sequential"])
+def test_token_by_token_feeding_gives_the_same_run_in_more_calls(tokenizer, plan, mode):
+    from conftest import tiny_model
+
+    engine = ml.Engine(tiny_model("qwen2", len(tokenizer)), tokenizer)
+    chunked = engine.run(Q, mode=mode, plan=plan, temperature=0, **KW)
+    engine.step_chunk = 1
+    single = engine.run(Q, mode=mode, plan=plan, temperature=0, **KW)
+    assert single.layout.token_ids == chunked.layout.token_ids
+    assert single.tokens["position"].to_list() == chunked.tokens["position"].to_list()
+    steps = lambda run: run.tokens.filter(run.tokens["branch"] != "prefix")["forward_call"].n_unique()
+    headers = [len(engine.encode(f" {s.header()}\n")) for s in plan.steps]
+    # each header token costs a call of its own (parallel steps' headers share calls)
+    assert steps(single) - steps(chunked) >= (sum(headers) if mode == "sequential" else max(headers))
+    assert_exact(engine, single)

@@ -132,6 +132,11 @@ class Branch:
     closing: bool = False      # the close tag (and tail) is pending: the branch ends after it
     done: bool = False
 
+    def chunk(self, limit: int | None) -> list:
+        """The tokens this branch feeds in the next forward: all it knows, or at most
+        ``limit`` of them for a step or the conclusion (the prefix always goes whole)."""
+        return self.pending if limit is None or self.kind == "plan" else self.pending[:limit]
+
     @classmethod
     def open(cls, name, kind, seg, pos, forced, close_id, tail, limit, stray, offset=0, body=None) -> "Branch":
         """A branch that feeds ``forced`` first; with ``body`` its whole block is known."""
@@ -246,18 +251,21 @@ class Decoder:
             self.marks["prefill"] = t
         fed = []
         for b in self.running:
-            for tok, forced in b.pending:
+            chunk = b.chunk(self.e.step_chunk)
+            for tok, forced in chunk:
                 self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
                 self.slot_seg.append(b.seg)
                 if self.emit and n >= self.quiet:
                     fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
                 n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
-            b.pending = []
-        need = [i for i, b in enumerate(self.running) if not b.closing]
+            b.pending = b.pending[len(chunk):]
+        need = [i for i, b in enumerate(self.running) if not b.pending and not b.closing]
         s = self.settings
         toks = sample(last_logits[need], s.temperature, s.top_p, self.gen).tolist() if need else []
         sampled = dict(zip(need, toks))
         for i, b in enumerate(self.running):
+            if b.pending:  # more known tokens to feed first
+                continue
             if b.closing:  # its close tag and tail were in this chunk
                 b.done = True
                 self.finish(b)
@@ -426,8 +434,9 @@ class Batch:
         ids, pos, owner, seg, last, counts = [], [], [], [], [], []
         for d in self.members:
             for b in d.running:
-                k = len(b.pending)
-                ids += [t for t, _ in b.pending]
+                chunk = b.chunk(self.e.step_chunk)
+                k = len(chunk)
+                ids += [t for t, _ in chunk]
                 pos += range(b.pos, b.pos + k)
                 owner += [d.id] * k
                 seg += [b.seg] * k

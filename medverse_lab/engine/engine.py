@@ -98,6 +98,9 @@ class Engine:
         self.ids = TokenIds.of(tokenizer, self.encode)
         self.tags, self.step_stray = self.ids.tags, self.ids.step_stray
         self._pieces: dict[int, str] = {}
+        #: most known tokens a step or the conclusion feeds per forward call: None (all of
+        #: them at once) or 1 (token by token, as before chunking; benchmarks compare the two)
+        self.step_chunk: int | None = None
 
     # ----- loading -----------------------------------------------------------------------
     @classmethod

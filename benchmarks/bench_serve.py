@@ -1,0 +1,159 @@
+"""Throughput benchmark: known tokens as chunks, many questions per forward, and the server.
+
+    python benchmarks/bench_serve.py [--questions 64] [--requests 64] [--repeats 3]
+
+Everything is measured in this one run and printed as markdown; nothing is written.
+
+1. Chunking (random 5M Qwen2 of ``bench_engine.py``, special-token rows zeroed so every
+   step body is exactly ``--step-tokens`` tokens): a 6 roots + join plan decoded with
+   known tokens fed token by token (``engine.step_chunk = 1``, the engine before chunking)
+   and as chunks (the default). Phase II forward calls, and the time of a rerun of one root
+   with forced text over the time of the full run, both wall-clock calls of ``engine.run``
+   and ``engine.rerun`` (median of ``--repeats``). The floor for this plan is well above 0:
+   the join step depends on every root, so a rerun of a root decodes the join again.
+2. Batching (the embedded teaching model, greedy): ``--questions`` held-out synthetic
+   questions through ``engine.run_many`` with batch 1 and batch 8; questions per second,
+   and whether every run of batch 8 equals its run of batch 1 token for token.
+3. Serving: ``medverse-lab serve`` (the teaching model, ``--max-batch 8``) in its own
+   process; ``--requests`` chat requests sent by 1, 8 and 32 concurrent httpx clients;
+   requests per second, against the one-at-a-time figure (1 client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+import medverse_lab as ml
+from bench_engine import QUESTION, build, machine, plan_of
+from medverse_lab.questions import format_question, load_questions
+
+
+def phase2_calls(run) -> int:
+    df = run.tokens
+    return df.filter(df["branch"] != "prefix")["forward_call"].n_unique()
+
+
+def chunking(args) -> None:
+    engine = build(args.device)
+    plan = plan_of(6)
+    kw = dict(temperature=0, max_step_tokens=args.step_tokens, max_conclusion_tokens=4)
+    body = " ".join(["finding"] * args.step_tokens)  # forced text for the rerun
+    redo = ["1", "7", "conclusion"]  # what a rerun of root 1 decodes again
+    print(f"### 1. Known tokens as chunks (6 roots + join, {args.step_tokens}-token steps, dag)\n")
+    print("| feeding | Phase II calls dag | Phase II calls sequential | full run s | rerun of step 1 with text s "
+          "| rerun / full | rerun calls |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, chunk in (("token by token (before)", 1), ("chunks (now)", None)):
+        engine.step_chunk = chunk
+        engine.run(QUESTION, mode="dag", plan=plan, **kw)  # warm-up
+        full, rerun = [], []
+        for _ in range(args.repeats):  # interleaved: drift on a shared machine hits both
+            t = time.perf_counter()
+            run = engine.run(QUESTION, mode="dag", plan=plan, **kw)
+            full.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            new = engine.rerun(run, "1", text=body)
+            rerun.append(time.perf_counter() - t)
+        seq = engine.run(QUESTION, mode="sequential", plan=plan, **kw)
+        f, r = statistics.median(full), statistics.median(rerun)
+        rerun_calls = new.tokens.filter(new.tokens["branch"].is_in(redo))["forward_call"].n_unique()
+        print(f"| {label} | {phase2_calls(run)} | {phase2_calls(seq)} | {f:.3f} | {r:.3f} | {r / f:.2f}x "
+              f"| {rerun_calls} |")
+    engine.step_chunk = None
+    print()
+
+
+def batching(args) -> None:
+    engine = ml.Engine.load(device=args.device)
+    records = ml.curate.synthesize(args.questions, seed=0, split="test")
+    questions = [format_question(q) for q in load_questions(records)]
+    engine.run_many(questions[:4], temperature=0, batch_size=4)  # warm-up
+    print(f"### 2. Many questions per forward ({args.questions} held-out synthetic questions, teaching model, "
+          "greedy)\n")
+    print("| batch | seconds | questions/s | tokens/s | vs batch 1 |")
+    print("|---:|---:|---:|---:|---:|")
+    out, base = {}, None
+    for bs in (1, 8):
+        t = time.perf_counter()
+        runs = engine.run_many(questions, temperature=0, batch_size=bs)
+        dt = time.perf_counter() - t
+        out[bs] = runs
+        qps = len(questions) / dt
+        base = base or qps
+        tokens = sum(r.layout.T for r in runs)
+        print(f"| {bs} | {dt:.1f} | {qps:.2f} | {tokens / dt:.0f} | {qps / base:.2f}x |")
+    same = sum(a.layout.token_ids == b.layout.token_ids for a, b in zip(out[1], out[8]))
+    print(f"\nruns of batch 8 equal to batch 1, token for token: {same} / {len(questions)}\n")
+
+
+def serving(args) -> None:
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "medverse_lab.cli", "serve", "--port", str(port), "--max-batch",
+                             "8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        records = ml.curate.synthesize(args.requests, seed=1, split="test")
+        questions = [format_question(q) for q in load_questions(records)]
+
+        def ask(q):
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=600, json={
+                "model": "m", "temperature": 0, "messages": [{"role": "user", "content": q}]})
+            r.raise_for_status()
+
+        ask(questions[0])  # warm-up
+        print(f"### 3. `medverse-lab serve` ({args.requests} chat requests, teaching model, --max-batch 8)\n")
+        print("| concurrent clients | seconds | requests/s | vs one at a time |")
+        print("|---:|---:|---:|---:|")
+        base = None
+        for c in (1, 8, 32):
+            t = time.perf_counter()
+            with ThreadPoolExecutor(c) as pool:
+                list(pool.map(ask, questions))
+            dt = time.perf_counter() - t
+            rps = len(questions) / dt
+            base = base or rps
+            print(f"| {c} | {dt:.1f} | {rps:.2f} | {rps / base:.2f}x |")
+        print(f"\nserver stats: {httpx.get(f'{url}/health').json()}\n")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--questions", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--step-tokens", type=int, default=24)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", choices=("chunking", "batching", "serving"))
+    args = ap.parse_args(argv)
+    print(f"Machine: {machine()}\n")
+    for name, part in (("chunking", chunking), ("batching", batching), ("serving", serving)):
+        if args.only in (None, name):
+            part(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
