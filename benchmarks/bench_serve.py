@@ -14,7 +14,9 @@ Everything is measured in this one run and printed as markdown; nothing is writt
 2. Batching (the embedded teaching model, greedy): ``--questions`` held-out synthetic
    questions through ``engine.run_many`` with batch 1 and batch 8; questions per second,
    and whether every run of batch 8 equals its run of batch 1 token for token.
-3. Serving: ``medverse-lab serve`` (the teaching model, ``--max-batch 8``) in its own
+3. Cache layout: one forward of a batch of 8 in our block-diagonal cache against a padded
+   ``[8, seq]`` batch, when every run decodes one token and when a run joins with its prompt.
+4. Serving: ``medverse-lab serve`` (the teaching model, ``--max-batch 8``) in its own
    process; ``--requests`` chat requests sent by 1, 8 and 32 concurrent httpx clients;
    requests per second, against the one-at-a-time figure (1 client).
 """
@@ -95,6 +97,68 @@ def batching(args) -> None:
     print(f"\nruns of batch 8 equal to batch 1, token for token: {same} / {len(questions)}\n")
 
 
+@torch.inference_mode()
+def cache_layout(args) -> None:
+    """Why one block-diagonal cache and not a padded [batch, seq] cache: raw forwards of the
+    teaching model for the two cases a continuous batch meets every step."""
+    from medverse_lab.engine.kv import new_cache
+
+    engine = ml.Engine.load(device=args.device)
+    model, dev, b, ctx, prompt = engine.model, engine.device, 8, 300, 250
+    vocab = model.config.vocab_size
+
+    def timed(fn, reps=10):
+        fn()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    def filled(batch, length):
+        cache = new_cache(model.config)
+        model(input_ids=torch.randint(20, vocab, (batch, length), device=dev), cache=cache, use_cache=True)
+        return cache
+
+    def trimmed(cache, length):
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
+
+    def forward(cache, ids, mask, length):
+        def go():
+            model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True,
+                  position_ids=torch.full(ids.shape, ctx, device=dev), logits_to_keep=1)
+            trimmed(cache, length)
+        return go
+
+    rows = []
+    # (a) every run decodes one token: block-diagonal q = 8 over 8 x 300 slots vs [8, 1] over [8, 300]
+    flat, padded = filled(1, b * ctx), filled(b, ctx)
+    own = torch.arange(b * ctx + b, device=dev) // ctx
+    own[b * ctx:] = torch.arange(b, device=dev)
+    diag = (own[b * ctx:, None] == own[None, :])[None, None]
+    rows.append(("8 runs decode one token each", timed(forward(flat, torch.randint(20, vocab, (1, b), device=dev),
+                                                                diag, b * ctx)),
+                 timed(forward(padded, torch.randint(20, vocab, (b, 1), device=dev), None, ctx))))
+    # (b) one run joins with a 250-token prompt while 7 decode: the prompt in its own forward (what
+    # Batch.join does) then q = 8; or a padded [8, 250] forward, every row padded to the prompt
+    solo = new_cache(model.config)
+    join = lambda: model(input_ids=torch.randint(20, vocab, (1, prompt), device=dev), cache=new_cache(model.config),
+                         use_cache=True, logits_to_keep=1)
+    pad_mask = torch.ones(b, 1, prompt, ctx + prompt, dtype=torch.bool, device=dev)
+    rows.append(("one run joins with a 250-token prompt, 7 decode",
+                 timed(join) + timed(forward(flat, torch.randint(20, vocab, (1, b), device=dev), diag, b * ctx)),
+                 timed(forward(padded, torch.randint(20, vocab, (b, prompt), device=dev), pad_mask, ctx), reps=3)))
+    del solo
+    print("### Cache layout for a batch (teaching model, raw forwards, median seconds)\n")
+    print("| step | one block-diagonal cache (ours) | padded [8, seq] cache | padded / ours |")
+    print("|---|---:|---:|---:|")
+    for name, ours, pad in rows:
+        print(f"| {name} | {ours * 1e3:.1f} ms | {pad * 1e3:.1f} ms | {pad / ours:.2f}x |")
+    print()
+
+
 def serving(args) -> None:
     import httpx
 
@@ -146,10 +210,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--step-tokens", type=int, default=24)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", choices=("chunking", "batching", "serving"))
+    ap.add_argument("--only", choices=("chunking", "batching", "layout", "serving"))
     args = ap.parse_args(argv)
     print(f"Machine: {machine()}\n")
-    for name, part in (("chunking", chunking), ("batching", batching), ("serving", serving)):
+    for name, part in (("chunking", chunking), ("batching", batching), ("layout", cache_layout),
+                       ("serving", serving)):
         if args.only in (None, name):
             part(args)
     return 0

@@ -26,16 +26,36 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    import threading
+    import time
+
     import uvicorn
 
     from ..engine import Engine
     from ..engine.decode import _positive_int
+    from .worker import Worker
 
     _positive_int("--max-batch", args.max_batch)
     engine = Engine.load(args.model, device=args.device)
     name = args.name or ("medverse-teaching-model" if args.model is None else None)
-    app = create_app(engine, mode=args.mode, max_batch=args.max_batch, model_name=name)
+    worker = Worker(engine, max_batch=args.max_batch, thread=False)
+    app = create_app(engine, mode=args.mode, max_batch=args.max_batch, model_name=name, worker=worker)
+    # HTTP on a thread, decoding on the main thread (torch's CPU thread pool is fastest there)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http.start()
+    while not server.started and http.is_alive():
+        time.sleep(0.05)
+    if not http.is_alive():
+        print(f"medverse-lab serve: could not serve on {args.host}:{args.port}", flush=True)
+        return 1
     print(f"medverse-lab serve: {engine} on http://{args.host}:{args.port} (mode {args.mode or engine.default_mode}, "
           f"max batch {args.max_batch})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:
+        worker.run(alive=http.is_alive)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        http.join(timeout=10)
     return 0

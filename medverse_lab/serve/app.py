@@ -121,12 +121,13 @@ class CompletionRequest(_OpenAIBody):
 
 # ----- the app ---------------------------------------------------------------------------------
 def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_name: str | None = None,
-               max_body: int = MAX_BODY) -> FastAPI:
+               max_body: int = MAX_BODY, worker: Worker | None = None) -> FastAPI:
     """A FastAPI app serving ``engine``; ``mode`` overrides the model's, ``max_batch`` caps
-    how many requests decode together, ``max_body`` the request size in bytes."""
+    how many requests decode together, ``max_body`` the request size in bytes. The app
+    decodes in a thread of its own unless given a ``worker`` the caller runs."""
     mode = check_engine_mode(mode or engine.default_mode)
     name = model_name or getattr(engine.model.config, "_name_or_path", None) or "medverse-lab"
-    worker = Worker(engine, max_batch=max_batch)
+    worker = worker or Worker(engine, max_batch=max_batch)
     created = int(time.time())
     app = FastAPI(title="medverse-lab", description=__doc__.split("\n\n")[0])
     app.state.worker, app.state.engine = worker, engine
