@@ -19,10 +19,11 @@ from .curate import CurationError
 from .check import check_dataset
 from .questions import load_questions
 from .evaluate import evaluate
+from . import workshop
 
 __version__ = "0.1.0"
 
-_WIDGETS = ("PlanEditor", "MaskInspector", "RunViewer", "Workbench")
+_WIDGETS = ("PlanEditor", "MaskInspector", "RunViewer", "Workbench", "DatasetBrowser")
 
 
 def load_ipython_extension(ipython):
@@ -45,6 +46,6 @@ __all__ = [
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
-    "curate", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
-    "RunViewer", "Workbench",
+    "curate", "workshop", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
+    "RunViewer", "Workbench", "DatasetBrowser",
 ]

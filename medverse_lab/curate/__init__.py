@@ -10,7 +10,7 @@ MedVerse training data.
 Modules: ``knowledge`` (the graph), ``paths`` (paths to plans), ``cases`` (sound cases and
 the train/test split), ``vignette`` and ``items`` (multiple-choice items), ``writer`` (the
 writer protocol, the template writer and the engine writer), ``synthesize`` (records),
-``io`` (JSONL).
+``io`` (JSONL), ``plant`` (known problems planted for practice).
 """
 
 from .cases import Case, enumerate_cases, split_cases
@@ -18,11 +18,13 @@ from .errors import CurationError
 from .io import read_records, write_jsonl
 from .knowledge import KNOWLEDGE_DIR, knowledge_table, load_knowledge
 from .paths import parse_path, paths_graph, plan_from_paths
+from .plant import PLANTABLE, plant_problems, replace_assistant
 from .synthesize import build_record, make_questions, synthesize
 from .writer import EngineWriter, TemplateWriter, Writer
 
 __all__ = [
     "CurationError", "load_knowledge", "knowledge_table", "KNOWLEDGE_DIR", "plan_from_paths", "parse_path",
     "paths_graph", "Case", "enumerate_cases", "split_cases", "make_questions", "synthesize", "build_record",
-    "TemplateWriter", "EngineWriter", "Writer", "write_jsonl", "read_records",
+    "TemplateWriter", "EngineWriter", "Writer", "write_jsonl", "read_records", "plant_problems", "PLANTABLE",
+    "replace_assistant",
 ]

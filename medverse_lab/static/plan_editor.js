@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:2fbffe287747439108c28857f63d62071e1ecd77547f70f8e8ebccad1fef0f4d */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:644088921bab77408c69c808a488d5cfb362f63d76be97fc51bea394a89fe54a */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";

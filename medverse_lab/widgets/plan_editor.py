@@ -171,6 +171,19 @@ class PlanEditor(anywidget.AnyWidget):
                 self.selected = ""
             self.can_undo, self.can_redo = bool(self._past), bool(self._future)
 
+    def load(self, plan: Plan) -> None:
+        """Show ``plan`` (valid or not) as a fresh draft: no undo history, and
+        :attr:`plan` is ``None`` until a valid draft exists."""
+        with self._lock:
+            self._past.clear()
+            self._future.clear()
+            self._valid, self._net = None, None
+            self.plan_json = '{"steps": []}'
+            self.notice = ""
+            self._load(_draft_of(plan))
+            if self._net is None:
+                self._show_marking()
+
     def _edit(self, steps: list[dict]) -> None:
         with self._lock:
             if self.busy:
