@@ -406,6 +406,8 @@ class Batch:
 
     def add(self, d: Decoder) -> None:
         """``d`` joins; its existing slots (a rerun's) must be at the end of the cache."""
+        if not d.calls:  # a fresh run's clock starts when it joins, not while it waits
+            d.t0 = time.perf_counter()
         self.members.append(d)
         self.owner = torch.cat([self.owner, self.owner.new_full((len(d.slots),), d.id)])
         self.seg = torch.cat([self.seg, torch.tensor(d.slot_seg, dtype=torch.long, device=self.seg.device)])
