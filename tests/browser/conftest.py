@@ -251,6 +251,16 @@ class Notebook:
         outs = self.cell(i).locator(".jp-OutputArea-output")
         return "\n".join(outs.nth(k).inner_text() for k in range(outs.count()))
 
+    def screenshots(self, element, path_stem: Path) -> None:
+        """``element`` in the light theme, then the dark one (``STEM-light.png``,
+        ``STEM-dark.png``); the page is back in the light theme afterwards."""
+        element.screenshot(path=f"{path_stem}-light.png")
+        self.set_theme("JupyterLab Dark")
+        try:
+            element.screenshot(path=f"{path_stem}-dark.png")
+        finally:
+            self.set_theme("JupyterLab Light")
+
     def set_theme(self, name: str) -> None:
         """Switch JupyterLab's theme by its menu (Settings > Theme > name)."""
         self.page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()

@@ -65,12 +65,7 @@ def test_fix_a_record_by_clicking_and_save(notebook, lab, artifacts):
     editor.locator(f".mv-transition[data-step='{pair['step']}']").click()
     page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-notice').textContent.endsWith('no errors')")
     output = panel.locator(".jp-OutputArea-output").filter(has=page.locator(".mv-dataset-browser")).first
-    output.screenshot(path=str(artifacts / "dataset-browser-light.png"))
-    nb.set_theme("JupyterLab Dark")
-    try:
-        output.screenshot(path=str(artifacts / "dataset-browser-dark.png"))
-    finally:
-        nb.set_theme("JupyterLab Light")
+    nb.screenshots(output, artifacts / "dataset-browser")
     view.locator(".mv-save-path").fill("clicked.jsonl")
     view.get_by_role("button", name="Save as").click()
     page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-notice').textContent.startsWith('saved')")

@@ -50,12 +50,7 @@ def test_run_read_rerun_and_diff(notebook, artifacts):
     assert [h["kind"] for h in s["history"]] == ["run", "rerun"] and s["history"][1]["step"] == "2"
     assert s["step2"].strip() == "troponin is high" and not s["busy"]
     assert view.locator("img").count() == 0 and page.evaluate("window.__pwned") is None
-    view.screenshot(path=str(artifacts / "run_viewer-light.png"))
-    nb.set_theme("JupyterLab Dark")
-    try:
-        view.screenshot(path=str(artifacts / "run_viewer-dark.png"))
-    finally:
-        nb.set_theme("JupyterLab Light")
+    nb.screenshots(view, artifacts / "run_viewer")
     # back to the first run in the history
     view.locator(".mv-history .mv-chip").first.click()
     page.wait_for_function("document.querySelector('.mv-run-viewer .mv-history .mv-chip').getAttribute('aria-pressed') === 'true'")

@@ -47,12 +47,7 @@ def test_workbench_links_the_three_views(notebook, artifacts):
     page.wait_for_function("document.querySelector('.mv-run-viewer .mv-lane[data-branch=\"conclusion\"]')"
                            ".classList.contains('mv-selected')")
     output = panel.locator(".jp-OutputArea-output").first
-    output.screenshot(path=str(artifacts / "workbench-light.png"))
-    nb.set_theme("JupyterLab Dark")
-    try:
-        output.screenshot(path=str(artifacts / "workbench-dark.png"))
-    finally:
-        nb.set_theme("JupyterLab Light")
+    nb.screenshots(output, artifacts / "workbench")
     assert page.js_errors == []
 
 
