@@ -78,9 +78,6 @@ class Settings:
             _positive_int(name, getattr(s, name))
         return cls(**{**asdict(s), "temperature": float(t), "top_p": float(s.top_p)})
 
-    def replace(self, **kw) -> "Settings":
-        return Settings.checked(**{**asdict(self), **kw})
-
 
 @dataclass(frozen=True)
 class TokenIds:

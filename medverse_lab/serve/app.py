@@ -17,6 +17,7 @@ conclusion), as the engine's limits do; ``stop`` strings cut the returned text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -163,7 +164,7 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
                                             "owned_by": "medverse-lab"}]}
 
-    def start(request: Request, question: str, prompt: str, body, temperature, top_p, max_tokens, seed) -> Ticket:
+    def start(question: str, prompt: str, body, temperature, top_p, max_tokens, seed) -> Ticket:
         limits = {} if max_tokens is None else {
             "max_plan_tokens": min(512, max_tokens), "max_step_tokens": min(256, max_tokens),
             "max_conclusion_tokens": min(256, max_tokens)}
@@ -178,14 +179,10 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
             raise ApiError("plan", str(exc)) from None
         except ValueError as exc:
             raise ApiError(str(exc).split(" ", 1)[0] if " = " in str(exc) else None, str(exc)) from None
-        import asyncio
-
         return worker.submit(Ticket(d, asyncio.get_running_loop()))
 
     async def finished(request: Request, ticket: Ticket):
         """The run, or None when the client went away first (its branches are dropped)."""
-        import asyncio
-
         task = asyncio.ensure_future(ticket.result())
         try:
             while True:
@@ -206,7 +203,7 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
             raise ApiError("stream", "streaming is served on /v1/chat/completions and /v1/completions")
         sp = body.sampling_params
         question, prompt = _prompt_of(engine, body.text)
-        ticket = start(request, question, prompt, body, sp.temperature, sp.top_p, sp.max_new_tokens,
+        ticket = start(question, prompt, body, sp.temperature, sp.top_p, sp.max_new_tokens,
                        sp.seed if sp.seed is not None else sp.sampling_seed)
         t0 = time.perf_counter()
         run = await finished(request, ticket)
@@ -219,7 +216,7 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
             "cached_tokens": 0, "e2e_latency": time.perf_counter() - t0, "medverse": _medverse(run)}}
 
     async def openai(request: Request, body, question: str, prompt: str, kind: str):
-        ticket = start(request, question, prompt, body, body.temperature, body.top_p,
+        ticket = start(question, prompt, body, body.temperature, body.top_p,
                        body.max_completion_tokens or body.max_tokens, body.seed)
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
         if body.stream:
