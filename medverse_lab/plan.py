@@ -333,6 +333,28 @@ class Plan:
         """The most steps that can run at once in a wave (0 for an empty plan)."""
         return max((len(level) for level in self.levels()), default=0)
 
+    def critical_path(self, weights: dict[str, float]) -> tuple[list[str], float]:
+        """The heaviest dependency chain with step weights ``weights`` (tokens, calls,
+        seconds; a missing step weighs 0): what no parallel scheduler can shorten.
+        Returns (step ids, total weight); ([], 0) for an empty plan."""
+        if not self.steps:
+            return [], 0
+        g = self.to_networkx()
+        start = object()  # a source before every step, so a lone heavy root can win too
+        g.add_edges_from((start, s) for s in self.ids)
+        for _, v, data in g.edges(data=True):
+            data["weight"] = weights.get(v, 0)
+        path = nx.dag_longest_path(g, weight="weight")[1:]
+        return path, sum(weights.get(s, 0) for s in path)
+
+    def dependency_path(self, src, dst) -> list[str] | None:
+        """A shortest chain of dependencies ``src -> ... -> dst`` (both included), or None
+        when ``dst`` does not depend on ``src``."""
+        try:
+            return nx.shortest_path(self.to_networkx(), _norm_id(src), _norm_id(dst))
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return None
+
     def petri_net(self):
         """The plan as a Petri net (validates first)."""
         from .petri import PetriNet

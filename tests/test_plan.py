@@ -143,3 +143,17 @@ def test_a_densely_cyclic_plan_is_one_problem_found_fast():
     plan = ml.Plan(ml.Step(i, f"s{i}", [j for j in range(1, n + 1) if j != i]) for i in range(1, n + 1))
     cycles = [p for p in plan.problems() if p.kind == "cycle"]
     assert len(cycles) == 1 and cycles[0].step == "1"
+
+
+def test_critical_path_is_the_heaviest_dependency_chain():
+    plan = ml.Plan([ml.Step("1", "a"), ml.Step("2", "b"), ml.Step("3", "c", ["1", "2"]), ml.Step("4", "d", ["1"])])
+    assert plan.critical_path({"1": 5, "2": 9, "3": 4, "4": 20}) == (["1", "4"], 25)
+    assert plan.critical_path({"1": 5, "2": 9, "3": 4, "4": 1}) == (["2", "3"], 13)
+    assert ml.Plan([]).critical_path({}) == ([], 0)
+    assert plan.critical_path({"2": 3}) == (["2"], 3)  # a lone root can be the whole path
+
+
+def test_dependency_path_follows_edges_forward_only():
+    plan = ml.Plan([ml.Step("1", "a"), ml.Step("2", "b", ["1"]), ml.Step("3", "c", ["2"]), ml.Step("4", "d")])
+    assert plan.dependency_path(1, 3) == ["1", "2", "3"]
+    assert plan.dependency_path("3", "1") is None and plan.dependency_path("4", "3") is None

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.widgets.run_viewer import RunViewer, critical_path, run_summary, word_diff
+from medverse_lab.widgets.run_viewer import RunViewer, run_summary, word_diff
 from conftest import QUESTION as Q
 
 KW = dict(max_step_tokens=6, max_conclusion_tokens=5)
@@ -34,13 +34,6 @@ class SlowEngine:
 
     def rerun(self, run, step, on_token=None, **kw):
         return self.engine.rerun(run, step, on_token=on_token, **kw)
-
-
-def test_critical_path_is_the_heaviest_dependency_chain():
-    plan = ml.Plan([ml.Step("1", "a"), ml.Step("2", "b"), ml.Step("3", "c", ["1", "2"]), ml.Step("4", "d", ["1"])])
-    assert critical_path(plan, {"1": 5, "2": 9, "3": 4, "4": 20}) == (["1", "4"], 25)
-    assert critical_path(plan, {"1": 5, "2": 9, "3": 4, "4": 1}) == (["2", "3"], 13)
-    assert critical_path(ml.Plan([]), {}) == ([], 0)
 
 
 def test_word_diff_rebuilds_both_versions():

@@ -6,8 +6,8 @@ The front end is built from ``widgets/`` in the repository into ``medverse_lab/s
 from .dataset_browser import DatasetBrowser, RecordTable
 from .mask_inspector import MaskInspector, explain
 from .plan_editor import PlanEditor, petri_layout
-from .run_viewer import RunViewer, critical_path, run_summary, word_diff
+from .run_viewer import RunViewer, run_summary, word_diff
 from .workbench import Workbench
 
-__all__ = ["DatasetBrowser", "RecordTable", "PlanEditor", "petri_layout", "MaskInspector", "explain", "RunViewer", "critical_path",
+__all__ = ["DatasetBrowser", "RecordTable", "PlanEditor", "petri_layout", "MaskInspector", "explain", "RunViewer",
            "run_summary", "word_diff", "Workbench"]

@@ -8,7 +8,6 @@ the same rules :mod:`medverse_lab.topology` builds the masks from.
 
 from __future__ import annotations
 
-from collections import deque
 
 import anywidget
 import torch
@@ -27,23 +26,6 @@ DESCRIPTIONS = {
     "sequential": "plain causal: every earlier token",
     "medverse-sft": "the public training collator, bit for bit (siblings read each other through separators)",
 }
-
-
-def _dependency_path(plan, src: str, dst: str) -> list[str] | None:
-    """A shortest path of dependencies src -> ... -> dst, or None."""
-    prev, todo = {src: None}, deque([src])
-    while todo:
-        u = todo.popleft()
-        if u == dst:
-            path = [u]
-            while prev[path[-1]] is not None:
-                path.append(prev[path[-1]])
-            return path[::-1]
-        for c in plan.children(u):
-            if c not in prev:
-                prev[c] = u
-                todo.append(c)
-    return None
 
 
 def _where(layout: Layout, i: int) -> dict:
@@ -99,7 +81,7 @@ def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
     plan = layout.plan
     chunk_of = {sid: c for c, chunk in enumerate(plan.chunks()) for sid in chunk}
     if mode == "dag":
-        path = _dependency_path(plan, kb, qb)
+        path = plan.dependency_path(kb, qb)
         if path:
             return out(True, "dag-ancestor", f"step {kb} is an ancestor of step {qb}: dependency path "
                                              + " -> ".join(path))

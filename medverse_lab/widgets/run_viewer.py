@@ -22,20 +22,6 @@ from ..topology import ENGINE_MODES
 from ._shared import CSS, STATIC
 
 
-def critical_path(plan, lengths: dict[str, int]) -> tuple[list[str], int]:
-    """The heaviest dependency chain of ``plan`` with step weights ``lengths`` (tokens):
-    what no parallel scheduler can shorten. Returns (step ids, total length)."""
-    best: dict[str, tuple[int, list[str]]] = {}
-    for s in plan.steps:
-        w = lengths.get(s.id, 0)
-        prev = max((best[d] for d in s.deps if d in best), default=(0, []), key=lambda b: b[0])
-        best[s.id] = (prev[0] + w, prev[1] + [s.id])
-    if not best:
-        return [], 0
-    total, path = max(best.values(), key=lambda b: b[0])
-    return path, total
-
-
 def run_summary(run) -> dict:
     """Lanes, timeline and speedup of a finished run (see :class:`RunViewer`).
 
@@ -71,7 +57,7 @@ def run_summary(run) -> dict:
     phase2 = [i for i, b in enumerate(branches) if b in redone]
     achieved = len({calls[i] for i in phase2})
     lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids}
-    path, path_len = critical_path(run.plan, lens)
+    path, path_len = run.plan.critical_path(lens)
     ideal = path_len + run.layout.conclusion_len
     return {
         "lanes": lanes,
