@@ -19,7 +19,7 @@ from .curate import CurationError
 from .check import check_dataset
 from .questions import load_questions
 from .evaluate import evaluate
-from . import workshop
+from . import records, workshop
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,6 @@ __all__ = [
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
-    "curate", "workshop", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
+    "curate", "records", "workshop", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
     "RunViewer", "Workbench", "DatasetBrowser",
 ]

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 from .errors import PROBLEM_KINDS, PlanError
 from .questions import normalize_options, parse_answer, parse_user_turn, resolve_key
+from .records import assistant_text, read_records, record_id, user_text
 
 #: every kind a row can have: parse_trace's problem kinds and the checker's own
 CHECK_KINDS = {
@@ -54,39 +55,10 @@ def _row(sample_id, kind, message, step=None, offset=None, severity="error") -> 
             "step": None if step is None else str(step), "offset": offset, "message": message}
 
 
-def assistant_text(record: dict) -> str | None:
-    """The assistant turn of a record (the last one), or ``None`` when it has none."""
-    for key, role, content in (("messages", "role", "content"), ("conversations", "from", "value")):
-        turns = record.get(key)
-        if isinstance(turns, list):
-            found = [t.get(content) for t in turns if isinstance(t, dict)
-                     and t.get(role) in ("assistant", "gpt") and isinstance(t.get(content), str)]
-            if found:
-                return found[-1]
-    text = record.get("text")
-    if isinstance(text, str):
-        marker = "<|im_start|>assistant\n"
-        if marker in text:
-            return text.rsplit(marker, 1)[1].split("<|im_end|>", 1)[0]
-        if "<Plan>" in text:
-            return text
-    return None
-
-
-def _user_text(record: dict) -> str | None:
-    for key, role, content in (("messages", "role", "content"), ("conversations", "from", "value")):
-        turns = record.get(key)
-        if isinstance(turns, list):
-            found = [t.get(content) for t in turns if isinstance(t, dict) and t.get(role) in ("user", "human")]
-            if found and isinstance(found[-1], str):
-                return found[-1]
-    return None
-
-
 def _options(record: dict) -> dict[str, str] | None:
     raw = record.get("options", record.get("Options"))
     if raw is None:
-        user = _user_text(record)
+        user = user_text(record)
         raw = parse_user_turn(user)[1] if user else None
     try:
         return normalize_options(raw) if raw else None
@@ -184,18 +156,13 @@ def check_record(record, sample_id="?") -> list[dict]:
 
 def _records(source) -> Iterator[tuple[str, object]]:
     if isinstance(source, (str, Path)):
-        from .curate.io import read_records
-
         for n, where, rec in read_records(source, errors="yield"):
-            if isinstance(rec, Exception):
-                yield str(n), rec
-            else:
-                yield str(rec.get("id", n)) if isinstance(rec, dict) else str(n), rec
+            yield (str(n), rec) if isinstance(rec, Exception) else (record_id(rec, n), rec)
     elif isinstance(source, dict):
         yield str(source.get("id", 1)), source
     else:
         for n, rec in enumerate(source, start=1):
-            yield str(rec.get("id", n)) if isinstance(rec, dict) else str(n), rec
+            yield record_id(rec, n), rec
 
 
 def _check(source) -> tuple[list[dict], int]:

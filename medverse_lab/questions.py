@@ -4,7 +4,8 @@
     qs[0].options, qs[0].answer          # {"A": "...", ...}, "C"
     print(ml.questions.format_question(qs[0]))
 
-A record has ``question`` (or a ``messages`` list whose user turn is a rendered question),
+A record has ``question`` (or a user turn that is a rendered question, read by
+:func:`medverse_lab.records.turns`),
 ``options`` (a dict of letters A-J, a list, or ``"A. ...\\nB. ..."`` text) and the key as
 ``answer_idx`` (a letter), or in ``answer`` as a letter, ``"C. text"`` or an option's text.
 The user turn is ``Question:\\n...\\nOptions:\\nA. ...`` — the Curator writes the same.
@@ -16,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
+
+from .records import read_records, record_id, user_text
 
 LETTERS = "ABCDEFGHIJ"
 _KEY_FIELDS = {"id", "question", "Question", "options", "Options", "answer_idx", "answer", "messages"}
@@ -160,10 +163,9 @@ def question_from_record(record: dict, default_id: str, where: str = "record") -
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
     text = record.get("question", record.get("Question"))
     options = record.get("options", record.get("Options"))
-    if text is None and isinstance(record.get("messages"), list):
-        user = next((m.get("content") for m in record["messages"]
-                     if isinstance(m, dict) and m.get("role") == "user"), None)
-        if isinstance(user, str):
+    if text is None:
+        user = user_text(record)
+        if user is not None:
             text, from_turn = parse_user_turn(user)
             options = options if options is not None else from_turn
     if not isinstance(text, str) or not text.strip():
@@ -172,7 +174,7 @@ def question_from_record(record: dict, default_id: str, where: str = "record") -
         raise ValueError(f"{where}: no options (expected an 'options' dict of letters A-J)")
     options = normalize_options(options, where)
     answer = resolve_key(record, options, where)
-    qid = str(record.get("id", default_id))
+    qid = record_id(record, default_id)
     meta = {k: v for k, v in record.items() if k not in _KEY_FIELDS}
     return Question(qid, text.strip(), options, answer, meta)
 
@@ -183,8 +185,6 @@ def load_questions(source: str | Path | Iterable[dict]) -> list[Question]:
     Ids come from an ``id`` field, else ``"<file stem>-<line>"`` (or the 1-based index of a
     record). Raises ``ValueError`` naming the file and line (or record) of a malformed one.
     """
-    from .curate.io import read_records
-
     if isinstance(source, (str, Path)):
         stem = Path(source).stem
         return [question_from_record(rec, f"{stem}-{n}", where) for n, where, rec in read_records(source)]

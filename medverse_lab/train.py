@@ -1,6 +1,7 @@
 """Topology-aware supervised fine-tuning.
 
-Each example is a MedVerse record (``messages``: system, user, assistant). Its tokens are
+Each example is a MedVerse record (system, user and assistant turns; any shape
+:func:`medverse_lab.records.turns` reads). Its tokens are
 laid out with :class:`~medverse_lab.Layout` and trained with the mask and positions of
 the chosen mode, the very functions the engine decodes with. The loss covers the
 assistant turn only, and only tokens whose logical predecessor they can see: the first
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .layout import Layout
 from .prompt import chat_prefix
+from .records import load_records, turns
 from .tokens import tag_ids, to_dtype, train_tokenizer
 from .topology import MODES, attention_mask, check_mode, position_ids
 
@@ -77,26 +79,14 @@ class Example:
     layout: Layout = field(repr=False)
 
 
-def load_records(path) -> list[dict]:
-    """Records of a JSONL file; a bad line raises ``ValueError`` naming it."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
-    return records
-
-
 def split_record(record: dict) -> tuple[str | None, str, str]:
-    """``(system, user, assistant)`` of a MedVerse record."""
-    try:
-        turns = {m["role"]: m["content"] for m in record["messages"]}
-        return turns.get("system"), turns["user"], turns["assistant"]
-    except (KeyError, TypeError):
-        raise ValueError(f"record {record.get('id', '?')!r} has no messages with user and assistant turns") from None
+    """``(system, user, assistant)`` of a record; ``ValueError`` naming it when it lacks
+    the user or the assistant turn."""
+    system, user, assistant = turns(record)
+    if user is None or assistant is None:
+        rid = record.get("id", "?") if isinstance(record, dict) else "?"
+        raise ValueError(f"record {rid!r} has no user and assistant turns (messages, conversations or ChatML text)")
+    return system, user, assistant
 
 
 def encode(record: dict, tokenizer) -> Example:

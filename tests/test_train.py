@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import medverse_lab as ml
-from medverse_lab.train import TrainConfig, collate, encode, load_records, train
+from medverse_lab.records import load_records
+from medverse_lab.train import TrainConfig, collate, encode, train
 
 
 def records(n: int, seed: int = 0) -> list[dict]:
@@ -99,7 +100,7 @@ def test_bad_config_and_bad_data_are_explained(tmp_path):
         train(tiny(path, tmp_path / "out", steps=1), progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": []}\n{oops\n')
-    with pytest.raises(ValueError, match="bad.jsonl:2: not JSON"):
+    with pytest.raises(ValueError, match="bad.jsonl line 2: not JSON"):
         load_records(bad)
 
 

@@ -15,10 +15,10 @@ writer protocol, the template writer and the engine writer), ``synthesize`` (rec
 
 from .cases import Case, enumerate_cases, split_cases
 from .errors import CurationError
-from .io import read_records, write_jsonl
+from ..records import read_records, replace_assistant, write_jsonl
 from .knowledge import KNOWLEDGE_DIR, knowledge_table, load_knowledge
 from .paths import parse_path, paths_graph, plan_from_paths
-from .plant import PLANTABLE, plant_problems, replace_assistant
+from .plant import PLANTABLE, plant_problems
 from .synthesize import build_record, make_questions, synthesize
 from .writer import EngineWriter, TemplateWriter, Writer
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 
-from ..check import assistant_text
+from ..records import assistant_text, replace_assistant
 
 #: the kinds :func:`plant_problems` can plant, and the edit each makes
 PLANTABLE = {
@@ -23,24 +23,6 @@ PLANTABLE = {
     "empty-step": "a step block loses its text",
     "not-executed": "the last step's block is removed from the execution",
 }
-
-
-def replace_assistant(record: dict, text: str) -> dict:
-    """A copy of ``record`` whose (last) assistant turn is ``text``."""
-    out = dict(record)
-    for key, role, content in (("messages", "role", "content"), ("conversations", "from", "value")):
-        turns = record.get(key)
-        if isinstance(turns, list):
-            at = [i for i, t in enumerate(turns) if isinstance(t, dict) and t.get(role) in ("assistant", "gpt")]
-            if at:
-                out[key] = [dict(t) for t in turns]
-                out[key][at[-1]][content] = text
-                return out
-    if isinstance(record.get("text"), str) and "<Plan>" in record["text"]:
-        old = assistant_text(record)
-        out["text"] = record["text"].replace(old, text, 1) if old else text
-        return out
-    raise ValueError("the record has no assistant turn to replace")
 
 
 def _plant(text: str, kind: str, key: str | None, rng: random.Random) -> str | None:

@@ -25,7 +25,8 @@ import ipywidgets as w
 import polars as pl
 import traitlets as t
 
-from ..check import CHECK_KINDS, assistant_text, check_record
+from ..check import CHECK_KINDS, check_record
+from ..records import assistant_text, read_records, replace_assistant, write_jsonl
 from ..plan import Plan, _parse_outline
 from ._shared import CSS, STATIC, int32_bytes
 from .mask_inspector import MaskInspector
@@ -106,8 +107,6 @@ class DatasetBrowser(w.VBox):
     """
 
     def __init__(self, source, tokenizer=None, **kwargs):
-        from ..curate.io import read_records
-
         if isinstance(source, (str, Path)):
             self.path = Path(source).resolve()
             self.records = [rec for _, _, rec in read_records(self.path)]
@@ -239,8 +238,6 @@ class DatasetBrowser(w.VBox):
     def fix_text(self, index: int, text: str) -> pl.DataFrame:
         """Replace record ``index``'s assistant turn with ``text`` and re-check it; returns
         its problems now."""
-        from ..curate.plant import replace_assistant
-
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the new text is empty")
         self.records[index] = replace_assistant(self.records[index], text)
@@ -255,8 +252,6 @@ class DatasetBrowser(w.VBox):
     def save(self, path, overwrite: bool = False) -> Path:
         """Write every record, fixed ones replaced, as JSONL to ``path``. Refuses the input
         file always, and any existing file unless ``overwrite``."""
-        from ..curate.io import write_jsonl
-
         path = Path(path).resolve()
         if self.path is not None and path == self.path:
             raise ValueError(f"{path} is the dataset being browsed; save the fixed records to a new file")
