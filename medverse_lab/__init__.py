@@ -13,6 +13,7 @@ from .petri import PetriNet
 from .plan import Plan, Step
 from .tokens import TAGS, add_medverse_tokens, tag_ids
 from .engine import Engine, Run
+from .explain import explain
 from .topology import ENGINE_MODES, MODES, attention_mask, mask_diff, position_ids, segment_starts, segment_visibility
 from . import curate
 from .curate import CurationError
@@ -44,7 +45,7 @@ def __getattr__(name):
 __all__ = [
     "Plan", "Step", "PetriNet", "Trace", "StepBlock", "parse_trace", "make_trace",
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
-    "segment_visibility", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
+    "segment_visibility", "explain", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
     "curate", "records", "workshop", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
     "RunViewer", "Workbench", "DatasetBrowser",

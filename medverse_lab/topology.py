@@ -1,4 +1,4 @@
-"""Attention masks and position indices for every mode (DESIGN §3).
+"""Attention masks, position indices and scheduling for every mode.
 
 One rule per mode, used by training, by the engine and by the widgets alike, so what a
 model saw in training is what it sees when decoded.
@@ -13,6 +13,11 @@ sequential     every earlier token                          contiguous
 medverse-sft   the public collator, quirks included         the public collator (shifted twice)
 =============  ==========================================  ===================================
 
+For the four engine modes the right-hand column is not a rule of its own: it follows from
+the segment visibility (:func:`segment_visibility`). A step starts where the last earlier
+step it sees ends, and may be scheduled once every earlier step it sees is done, so
+training positions, engine positions and the engine's scheduler cannot disagree.
+
 Masks are built per *group* of tokens (a segment, or a step block for ``medverse-sft``):
 a small group-visibility matrix is expanded to ``[T, T]`` and intersected with causal
 order, so a 64-step, 8k-token mask is two ``repeat_interleave`` calls and an ``&``.
@@ -20,7 +25,7 @@ order, so a 64-step, 8k-token mask is two ``repeat_interleave`` calls and an ``&
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 
@@ -111,45 +116,45 @@ def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
     return _expand(segment_visibility(layout.plan, mode), layout.segment_lengths())
 
 
+def _earlier_seen(plan: Plan, mode: str) -> dict[str, list[str]]:
+    """For each step (and ``conclusion``), the earlier steps it sees under ``mode``: read
+    off :func:`segment_visibility`, the one rule both positions and scheduling follow."""
+    vis = segment_visibility(plan, mode).tolist()
+    ids = [*plan.ids, "conclusion"]
+    return {sid: [ids[k] for k in range(q) if vis[q + 1][k + 1]] for q, sid in enumerate(ids)}
+
+
 def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: str) -> dict[str, int]:
     """Start position of each step (and of ``conclusion``) under ``mode``.
 
-    ``step_lens`` may hold only some steps (those finished so far): a step's start is
-    given once the steps it is computed from are known, so the engine can place a step
-    the moment its parents finish, with the same rule training used.
+    One rule for every mode: a step starts where the last earlier step it sees ends (the
+    prefix end when it sees none). ``step_lens`` may hold only some steps (those finished
+    so far): a step's start is given once every earlier step it sees is placed and its
+    length known, so the engine places a step the moment it may start, with the rule
+    training used.
     """
     check_mode(mode, ENGINE_MODES)
     starts: dict[str, int] = {}
-    if mode == "sequential":
-        at = prefix_len
-        for sid in plan.ids:
-            starts[sid] = at
-            if sid not in step_lens:
-                return starts
-            at += step_lens[sid]
-        starts["conclusion"] = at
-    elif mode == "speculative":
-        starts.update({sid: prefix_len for sid in plan.ids})
-        if all(s in step_lens for s in plan.ids):
-            starts["conclusion"] = prefix_len + max((step_lens[s] for s in plan.ids), default=0)
-    elif mode == "dag":
-        end: dict[str, int] = {}
-        for s in plan.steps:
-            if all(d in end for d in s.deps):
-                starts[s.id] = max((end[d] for d in s.deps), default=prefix_len)
-                if s.id in step_lens:
-                    end[s.id] = starts[s.id] + step_lens[s.id]
-        if len(end) == len(plan):
-            starts["conclusion"] = max(end.values(), default=prefix_len)
-    elif mode == "layered":
-        base = prefix_len
-        for chunk in plan.chunks():
-            starts.update({sid: base for sid in chunk})
-            if not all(s in step_lens for s in chunk):
-                return starts
-            base += max(step_lens[s] for s in chunk)
-        starts["conclusion"] = base
+    ends: dict[str, int] = {}
+    for sid, seen in _earlier_seen(plan, mode).items():
+        if all(s in ends for s in seen):
+            starts[sid] = max((ends[s] for s in seen), default=prefix_len)
+            if sid in step_lens:
+                ends[sid] = starts[sid] + step_lens[sid]
     return starts
+
+
+def ready_steps(plan: Plan, mode: str, done: Iterable[str]) -> list[str]:
+    """Steps not in ``done`` that may start under ``mode`` once ``done`` have finished:
+    those whose every earlier step they see is done (the scheduler of ``mode``).
+
+    ``dag`` is the Petri net (a step is enabled when its ancestors are done), ``layered``
+    goes chunk by chunk, ``speculative`` starts everything at once and ``sequential`` one
+    step at a time: all four follow from :func:`segment_visibility`.
+    """
+    done = set(done)
+    return [sid for sid, seen in _earlier_seen(plan, mode).items()
+            if sid != "conclusion" and sid not in done and all(s in done for s in seen)]
 
 
 def _sft_positions(layout: Layout) -> torch.Tensor:

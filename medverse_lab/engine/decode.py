@@ -26,7 +26,7 @@ import torch
 from ..errors import PlanError
 from ..plan import Plan, Step, _parse_outline
 from ..prompt import build_prompt
-from ..topology import segment_starts, segment_visibility
+from ..topology import ready_steps, segment_starts, segment_visibility
 from .kv import new_cache, select_slots
 from .run import Run, Slots, TokenEvent
 from .sampling import sample
@@ -333,17 +333,8 @@ class Decoder:
         self.schedule()
 
     def startable(self) -> list[str]:
-        """Steps the scheduler of ``self.mode`` starts now."""
-        plan, done, started = self.plan, self.done, self.started
-        todo = [sid for sid in plan.ids if sid not in started]
-        if self.mode == "dag":  # Petri net: enabled the moment every input place is marked
-            return [s.id for s in plan.steps if s.id not in started and all(d in done for d in s.deps)]
-        if self.mode == "speculative":
-            return todo
-        if self.mode == "layered":  # chunk by chunk
-            chunk = next((c for c in plan.chunks() if not all(s in done for s in c)), [])
-            return [s for s in chunk if s not in started]
-        return todo[:1] if started == done else []  # sequential: one at a time
+        """Steps the scheduler of ``self.mode`` starts now (the mode's visibility rule)."""
+        return [sid for sid in ready_steps(self.plan, self.mode, self.done) if sid not in self.started]
 
     def schedule(self) -> None:
         e, ids, plan, s = self.e, self.ids, self.plan, self.settings

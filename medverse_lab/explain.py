@@ -1,0 +1,117 @@
+"""Why token q can or cannot see token k: one cell of a mask, explained.
+
+``allowed`` is read off the visibility matrix the mask is built from (the segment
+visibility of the four engine modes, the collator's groups for ``medverse-sft``), so an
+explanation cannot disagree with :func:`~medverse_lab.attention_mask`; the mode only
+chooses the words.
+
+>>> ml.explain(layout, q=40, k=25, mode="dag")["text"]
+'step 1 is an ancestor of step 3: dependency path 1 -> 3'
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .layout import Layout
+from .topology import _sft_chunks, _sft_groups, as_layout, check_mode, segment_visibility
+
+
+def visible(layout: Layout, mode: str, q: int, k: int) -> bool:
+    """The matrix entry for tokens q and k before causal order: may q's group see k's?"""
+    if mode == "medverse-sft":
+        lens, vis = _sft_groups(layout)
+        group = torch.repeat_interleave(torch.arange(len(lens)), lens)
+    else:
+        vis, group = segment_visibility(layout.plan, mode), layout.segment_index()
+    return bool(vis[group[q], group[k]])
+
+
+def _where(layout: Layout, i: int) -> dict:
+    """Branch of token i and, for a step, whether it is in the block or the separator."""
+    branch = layout.branch_of(i)
+    part = "text"
+    if branch not in ("prefix", "conclusion"):
+        part = "block" if i <= layout.close_index(branch) else "separator"
+    return {"branch": branch, "part": part}
+
+
+def _name(w: dict) -> str:
+    b = w["branch"]
+    if b in ("prefix", "conclusion"):
+        return f"the {b}"
+    return f"step {b}" + (" (separator after </Step>)" if w["part"] == "separator" else "")
+
+
+def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
+    """Why token ``q`` can or cannot attend to token ``k`` under ``mode``.
+
+    Returns ``{"q", "k", "mode", "allowed", "reason", "text", "q_branch", "k_branch"}``;
+    ``reason`` is one of ``self``, ``causal-future``, ``causal``, ``same-segment``,
+    ``prefix``, ``conclusion``, ``dag-ancestor``, ``not-ancestor``, ``earlier-chunk``,
+    ``chunk-sibling``, ``speculative-isolation``, ``separator``; ``allowed`` is
+    ``attention_mask(layout, mode)[q, k]`` by construction. ``layout`` may be a Run.
+    """
+    check_mode(mode)
+    layout = as_layout(layout)
+    for name, i in (("q", q), ("k", k)):
+        if not 0 <= i < layout.T:
+            raise IndexError(f"{name} = {i} is outside the layout (T={layout.T})")
+    wq, wk = _where(layout, q), _where(layout, k)
+    qb, kb = wq["branch"], wk["branch"]
+    allowed = k <= q and visible(layout, mode, q, k)
+
+    def out(reason: str, text: str) -> dict:
+        return {"q": q, "k": k, "mode": mode, "allowed": allowed, "reason": reason, "text": text,
+                "q_branch": qb, "k_branch": kb}
+
+    if q == k:
+        return out("self", f"token {q} sees itself")
+    if k > q:
+        return out("causal-future", f"causal future: token {k} comes after token {q} "
+                                    "(no mode lets a token see later tokens)")
+    if mode == "sequential":
+        return out("causal", f"sequential mode is plain causal: {_name(wq)} sees every earlier token")
+    if qb == kb:
+        return out("same-segment", f"same segment ({_name(wq)}), causal order: {k} < {q}")
+    if kb == "prefix":
+        return out("prefix", "every token sees the prefix (question and plan)")
+    if qb == "conclusion":
+        return out("conclusion", "the conclusion sees every earlier token")
+    # from here on: q in a step, k in an earlier step
+    plan = layout.plan
+    chunks = _sft_chunks(layout) if mode == "medverse-sft" else plan.chunks()  # the collator cuts its own
+    chunk_of = {sid: c for c, chunk in enumerate(chunks) for sid in chunk}
+    if mode == "dag":
+        if allowed:
+            return out("dag-ancestor", f"step {kb} is an ancestor of step {qb}: dependency path "
+                                       + " -> ".join(plan.dependency_path(kb, qb)))
+        return out("not-ancestor", f"step {kb} is not an ancestor of step {qb} (no dependency path "
+                                   f"{kb} -> ... -> {qb}); in dag mode a step sees only its ancestors")
+    if mode == "layered":
+        cq, ck = chunk_of[qb], chunk_of[kb]
+        if allowed:
+            return out("earlier-chunk", f"step {kb} is in chunk {ck + 1}, before step {qb}'s chunk {cq + 1}: "
+                                        "a step sees every earlier chunk")
+        return out("chunk-sibling", f"steps {kb} and {qb} are siblings in chunk {cq + 1}: "
+                                    "steps of one chunk never see each other")
+    if mode == "speculative":
+        return out("speculative-isolation", f"speculative isolation: step {qb} sees only the prefix and "
+                                            "its own tokens (every step is dispatched at once)")
+    # medverse-sft: the collator's groups (step blocks hide from chunk siblings; the rest is causal)
+    if wq["part"] == "separator":
+        return out("separator", f"token {q} is separator text after step {qb}'s </Step>: plain causal "
+                                "for the collator, it sees every earlier token")
+    if wk["part"] == "separator":
+        sib = chunk_of[kb] == chunk_of[qb]
+        return out("separator", f"token {k} is separator text after step {kb}'s </Step>: plain causal for the "
+                                "collator" + (f", so step {qb} reads its chunk sibling {kb} through it (the public "
+                                              "recipe's quirk)" if sib else ""))
+    if allowed:
+        return out("earlier-chunk", f"step {kb}'s block is in chunk {chunk_of[kb] + 1}, before chunk "
+                                    f"{chunk_of[qb] + 1}: blocks of different chunks are plain causal")
+    return out("chunk-sibling", f"steps {kb} and {qb} are blocks of chunk {chunk_of[qb] + 1}: the collator "
+                                "hides blocks of one chunk from each other")
+
+
+__all__ = ["explain", "visible"]
