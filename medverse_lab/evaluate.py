@@ -73,10 +73,9 @@ def _row(q, mode: str, run) -> dict:
     row = {"question_id": str(q.id), "mode": mode, "answer": q.answer}
     if isinstance(run, Exception):
         return row | {"error": f"{type(run).__name__}: {run}"}
-    plan_error = next((e for e in run.events if e.get("kind") == "plan-error"), None)
     return row | dict(
         predicted=run.answer, correct=run.answer is not None and run.answer == q.answer,
-        plan_valid=plan_error is None, decoded_mode=run.mode, steps=len(run.plan),
+        plan_valid=run.plan_error is None, decoded_mode=run.mode, steps=len(run.plan),
         width=run.plan.width if len(run.plan) else 0, tokens=run.layout.T,
         forward_calls=int(run.tokens["forward_call"].max() or 0),
         time_plan=run.timings.get("plan", 0.0), time_steps=run.timings.get("steps", 0.0),

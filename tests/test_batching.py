@@ -53,7 +53,7 @@ def test_a_rerun_with_forced_text_costs_one_call_for_the_text(engine, plan, mode
     forced = new.tokens.filter(new.tokens["branch"] == "3")
     assert forced["forced"].all() and forced["forward_call"].n_unique() == 1
     fed = sum(ids.shape[1] for ids, _ in calls)
-    redo = {e for e in next(e for e in new.events if e["kind"] == "rerun")["dropped"]} | {"conclusion"}
+    redo = set(new.rerun_event.dropped) | {"conclusion"}
     assert fed == sum(len(new.layout.segment(b)) for b in redo)
     assert len(calls) < fed / 2  # most re-decoded tokens were known and went in chunks
     assert_exact(engine, new)

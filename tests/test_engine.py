@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import medverse_lab as ml
-from medverse_lab.engine import Engine, Run, TokenEvent, default_model_path, parse_answer
+from medverse_lab.engine import Engine, ForcedClose, PlanRejected, Run, StepStart, TokenEvent, default_model_path, parse_answer
 
 from conftest import QUESTION as Q, tiny_model
 
@@ -151,8 +151,8 @@ def test_schedulers_follow_their_rule(engines):
     assert per_call["branch"].max() == 1 and per_call["forced"].max() <= 1  # one branch, one sampled token per call
     for m, run in runs.items():
         assert_exact(engine, run)
-        starts = [e for e in run.events if e["kind"] == "step-start"]
-        assert [e["branch"] for e in starts] == ["1", "2", "3"]
+        starts = [e for e in run.events if isinstance(e, StepStart)]
+        assert [e.branch for e in starts] == ["1", "2", "3"]
     assert runs["dag"].timings["steps"] > 0 and set(runs["dag"].timings) == {"prefill", "plan", "steps",
                                                                               "conclusion", "total"}
 
@@ -178,9 +178,11 @@ def test_medverse_sft_is_refused_with_the_reason(engines, plan):
 def test_invalid_model_plan_falls_back_to_sequential(engines):
     engine = engines("llama")
     run = engine.run(Q, mode="dag", temperature=0, max_plan_tokens=12, **KW)
-    errors = [e for e in run.events if e["kind"] == "plan-error"]
-    assert len(errors) == 1 and isinstance(errors[0]["error"], ml.PlanError)
-    assert errors[0]["requested_mode"] == "dag" and run.mode == "sequential" and run.requested_mode == "dag"
+    errors = [e for e in run.events if isinstance(e, PlanRejected)]
+    assert errors == [run.plan_error] and isinstance(run.plan_error.error, ml.PlanError)
+    assert run.plan_error.requested_mode == "dag" and run.plan_error.fallback == "sequential"
+    assert run.mode == "sequential" and run.requested_mode == "dag"
+    assert run.plan_error.to_dict()["kind"] == "plan-error" and "problem" in run.plan_error.to_dict()["error"]
     assert run.plan.is_valid and len(run.plan) >= 1
     prefix = run.tokens.filter(run.tokens["branch"] == "prefix")
     assert (~prefix["forced"]).sum() >= 1  # Phase I sampled the plan
@@ -213,7 +215,7 @@ def memorised(tokenizer, example_text):
 def test_model_written_valid_plan_runs_in_parallel(memorised, example_text):
     trace = ml.parse_trace(example_text)
     run = memorised.run(Q, temperature=0, max_step_tokens=40, max_conclusion_tokens=8)
-    assert not [e for e in run.events if e["kind"] == "plan-error"]
+    assert run.plan_error is None
     assert run.mode == "dag" and run.plan == trace.plan
     assert run.tokens.filter(run.tokens["branch"] == "prefix")["forced"].sum() < run.layout.prefix_len
     assert_exact(memorised, run)
@@ -278,7 +280,7 @@ def test_rerun_redecodes_only_the_step_and_what_sees_it(engines, plan, mode, ste
             assert run.layout.token_ids[a.start:a.stop] == new.layout.token_ids[b.start:b.stop]
     assert new.layout.token_ids[:new.layout.prefix_len] == run.layout.token_ids[:run.layout.prefix_len]
     assert_exact(engine, new)  # includes: one slot per token
-    assert next(e for e in new.events if e["kind"] == "rerun")["dropped"] == [s for s in plan.ids if s in dropped]
+    assert list(new.rerun_event.dropped) == [s for s in plan.ids if s in dropped] and run.rerun_event is None
     assert (run.text, run.cache_len) == before  # the original run is untouched
     ml.parse_trace(new.text)
 
@@ -296,7 +298,7 @@ def test_rerun_with_seed_and_description(engines, plan):
     assert "<Step> Transient Step 2: troponin -> necrosis\n" in named.text
     assert "Transient Step 2: troponin -> necrosis; Dependency: []" in named.text  # the plan changed too
     assert ml.parse_trace(named.text).plan == named.plan
-    assert [e for e in named.events if e["kind"] == "rerun"][0]["dropped"] == plan.ids
+    assert list(named.rerun_event.dropped) == plan.ids
     assert named.cache_len == named.layout.T
     chained = engine.rerun(named, "4")
     assert chained.generation == 2 and chained.steps["2"] == named.steps["2"]
@@ -320,8 +322,8 @@ def test_run_object(engines, plan):
     assert engine.decode(run.layout.token_ids[:run.layout.prefix_len]).endswith("</Plan>\n<Execution>\n")
     assert set(run.steps) == set(plan.ids)
     assert run.cache_bytes > 0 and "Run(mode='layered'" in repr(run)
-    closes = [e for e in run.events if e["kind"] == "forced-close"]
-    assert {e["branch"] for e in closes} >= set(plan.ids)  # random weights: every step hit max_step_tokens
+    closes = run.forced_closes
+    assert {e.branch for e in closes} >= set(plan.ids) and all(isinstance(e, ForcedClose) for e in closes)  # random weights: every step hit max_step_tokens
     sampled = run.tokens.filter(~run.tokens["forced"]).group_by("branch").len()
     assert dict(sampled.iter_rows())["1"] == KW["max_step_tokens"]  # then </Step> was forced
     assert parse_answer("Inferior STEMI ... primary PCI. Answer: C") == "C"
@@ -439,12 +441,12 @@ def test_stray_special_tokens_close_a_branch(tokenizer, plan):
         model.lm_head.weight.zero_()
     engine = Engine(model, tokenizer)
     run = engine.run(Q, plan=plan, temperature=0, **KW)
-    closes = {e["branch"]: e["reason"] for e in run.events if e["kind"] == "forced-close"}
+    closes = {e.branch: e.reason for e in run.forced_closes}
     assert closes == {**{s: "stray-token" for s in plan.ids}, "conclusion": "stray-token"}
     assert run.steps == {s: "" for s in plan.ids} and run.conclusion == ""
     assert ml.parse_trace(run.text).plan == plan and run.cache_len == run.layout.T
     written = engine.run(Q, temperature=0, **KW)  # Phase I: </Plan> forced at once, empty plan
-    assert written.mode == "sequential" and any(e["kind"] == "plan-error" for e in written.events)
+    assert written.mode == "sequential" and written.plan_error is not None
 
 
 def test_sampling_rules():

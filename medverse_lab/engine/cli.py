@@ -50,9 +50,9 @@ def main(args) -> int:
             body = "".join(pieces[ev.branch]).split("\n", 1)[-1].removesuffix("</Step>").strip()
             print(f"[{ev.time_s:6.2f}s] step {ev.branch} done: {body}", file=out, flush=True)
     run = stream.run
-    for e in run.events:
-        if e["kind"] == "plan-error":
-            print(f"\nThe model's plan did not validate; decoded sequentially instead:\n{e['error']}", file=out)
+    if run.plan_error is not None:
+        print(f"\nThe model's plan did not validate; decoded {run.plan_error.fallback} instead:\n{run.plan_error.error}",
+              file=out)
     print(f"\nConclusion: {run.conclusion.strip()}", file=out)
     print(f"Answer: {run.answer or '(none)'}", file=out)
     t = run.timings
@@ -87,7 +87,7 @@ def phase2_seconds(engine, question, plan, modes, seed, temperature) -> list[flo
 
 def written_plan(text: str):
     """The valid plan inside ``<Plan>...</Plan>`` of ``text``, else ``None`` (the run's
-    events then hold the PlanError)."""
+    ``plan_error`` then says why)."""
     from ..errors import PlanError
     from ..plan import Plan
 

@@ -27,6 +27,7 @@ from ..errors import PlanError
 from ..plan import Plan, Step, _parse_outline
 from ..prompt import build_prompt
 from ..topology import ready_steps, segment_starts, segment_visibility
+from .events import Event, ForcedClose, PhaseStart, PlanRejected, Rerun, StepEnd, StepStart
 from .kv import new_cache, select_slots
 from .run import Run, Slots, TokenEvent
 from .sampling import sample
@@ -164,7 +165,7 @@ class Decoder:
         self.slot_seg = list(slot_seg)
         self.calls = calls                   # forward calls this run took part in
         self.t0 = time.perf_counter()
-        self.events: list[dict] = []
+        self.events: list[Event] = []
         self.running: list[Branch] = []
         self.new: list[Branch] = []          # started during a call; they join the next one
         self.plan: Plan | None = None
@@ -198,7 +199,7 @@ class Decoder:
         forced = [*engine.encode(prompt), tags["<Plan>"]]
         body = None
         if plan is None:
-            d.events.append({"kind": "phase", "phase": "plan", "time_s": 0.0})
+            d.events.append(PhaseStart("plan", 0.0))
         else:  # the whole prefix is known: prompt, plan and <Execution> line go in one forward
             d.given_plan = plan
             body = engine.encode(f"\n{plan.to_outline()}\n")
@@ -224,9 +225,9 @@ class Decoder:
             d.forced_bodies[step] = forced
         kept = [s for s in plan.ids if s not in drop]
         d.marks.update(prefill=0.0, plan=0.0)
-        d.events.append({"kind": "rerun", "step": step, "dropped": sorted(drop - {"conclusion"}, key=plan.ids.index),
-                         "kept_slots": len(keep), "seed": settings.seed, "text": forced is not None,
-                         "description": plan[step].description if plan[step] != run.plan[step] else None})
+        d.events.append(Rerun(step, tuple(sorted(drop - {"conclusion"}, key=plan.ids.index)), len(keep),
+                              settings.seed, forced is not None,
+                              plan[step].description if plan[step] != run.plan[step] else None))
         d.start_steps(plan, run.mode, done=kept, lens={s: run.layout.step_lens[s] for s in kept})
         d.running, d.new = d.new, []
         return d, keep
@@ -280,8 +281,7 @@ class Decoder:
             b.pending = [(tok, False), *((t, True) for t in b.tail)]
         elif b.n_sampled >= b.limit or tok in b.stray:
             reason = "limit" if b.n_sampled >= b.limit else "stray-token"
-            self.events.append({"kind": "forced-close", "branch": b.name, "reason": reason,
-                                "token": self.e.piece(tok), "limit": b.limit, "forward_call": self.calls - 1})
+            self.events.append(ForcedClose(b.name, reason, self.e.piece(tok), b.limit, self.calls - 1))
             b.pending = [(b.close_id, True), *((t, True) for t in b.tail)]
         else:
             b.pending = [(tok, False)]
@@ -304,8 +304,7 @@ class Decoder:
         elif b.kind == "step":
             self.lens[b.name] = b.offset
             self.done.add(b.name)
-            self.events.append({"kind": "step-end", "branch": b.name, "tokens": b.offset, "time_s": t,
-                                "forward_call": self.calls - 1})
+            self.events.append(StepEnd(b.name, b.offset, t, self.calls - 1))
             self.schedule()
         else:
             self.marks["conclusion"] = t
@@ -316,8 +315,7 @@ class Decoder:
             return Plan.from_outline(text).validate(), self.requested_mode
         except PlanError as err:
             plan = salvage_plan(text)
-            self.events.append({"kind": "plan-error", "error": err, "requested_mode": self.requested_mode,
-                                "fallback": "sequential", "plan": plan, "plan_text": text})
+            self.events.append(PlanRejected(err, self.requested_mode, "sequential", plan, text))
             return plan, "sequential"
 
     def start_steps(self, plan: Plan, mode: str, done=(), lens=None) -> None:
@@ -329,7 +327,7 @@ class Decoder:
         self.sees_all = self.vis.all(1).tolist()
         self.done, self.lens = set(done), dict(lens or {})
         self.started, self.conclusion_started = set(done), False
-        self.events.append({"kind": "phase", "phase": "steps", "mode": mode, "time_s": self.now()})
+        self.events.append(PhaseStart("steps", self.now(), mode))
         self.schedule()
 
     def startable(self) -> list[str]:
@@ -347,13 +345,12 @@ class Decoder:
                                             ids.separator, s.max_step_tokens, ids.step_stray,
                                             body=self.forced_bodies.get(sid)))
                 self.started.add(sid)
-                self.events.append({"kind": "step-start", "branch": sid, "position": starts[sid],
-                                    "time_s": self.now(), "forward_call": self.calls})
+                self.events.append(StepStart(sid, starts[sid], self.now(), self.calls))
         if len(self.done) == len(plan) and not self.conclusion_started:
             self.conclusion_started = True
             t = self.now()
             self.marks["steps"] = t
-            self.events.append({"kind": "phase", "phase": "conclusion", "time_s": t})
+            self.events.append(PhaseStart("conclusion", t))
             start = segment_starts(plan, self.prefix_len, self.lens, self.mode)["conclusion"]
             self.new.append(Branch.open("conclusion", "conclusion", self.seg["conclusion"], start,
                                         ids.conclusion_open, ids.tags["</Conclusion>"], ids.conclusion_tail,

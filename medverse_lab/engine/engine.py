@@ -22,9 +22,10 @@ import torch
 from ..plan import Plan
 from ..tokens import TAGS, add_medverse_tokens, to_dtype
 from ..topology import ENGINE_MODES, segment_visibility
-from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
-from .kv import new_cache, select_slots
 from ..prompt import SYSTEM_PROMPT, THINK_PREFIX
+from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
+from .events import Rerun
+from .kv import new_cache, select_slots
 from .run import Run, RunStream, TokenEvent
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-model"
@@ -288,9 +289,8 @@ class Engine:
         settings = Settings.checked(**{**run.settings, "seed": run.seed + gen_no if seed is None else seed})
         forced = None if text is None else self.encode(text)
         if description is not None:
-            note = {"kind": "rerun", "step": sid, "dropped": list(plan.ids), "kept_slots": 0, "seed": settings.seed,
-                    "text": forced is not None, "description": plan[sid].description,
-                    "reason": "a new description changes the plan every step reads: Phase II decoded again"}
+            note = Rerun(sid, tuple(plan.ids), 0, settings.seed, forced is not None, plan[sid].description,
+                         "a new description changes the plan every step reads: Phase II decoded again")
             d = Decoder.fresh(self, run.question, run.mode, plan, settings, emit=emit,
                               forced_bodies={sid: forced} if forced is not None else None, generation=gen_no,
                               first_events=[note])

@@ -12,6 +12,7 @@ from functools import cached_property
 from ..layout import Layout
 from ..plan import Plan
 from ..questions import parse_answer
+from .events import ForcedClose, PlanRejected, Rerun
 from .kv import cache_bytes
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,8 @@ class Run:
     (text inside ``<Conclusion>``), ``answer`` (option letter or ``None``), ``text`` (whole
     trace in logical order, prompt included; ``ml.parse_trace(run.text)`` reads it),
     ``layout`` (an :class:`~medverse_lab.Layout` with the token ids), ``mode`` (the mode
-    decoded: the requested one, or ``sequential`` after a plan error), ``events``,
+    decoded: the requested one, or ``sequential`` after a plan error), ``events`` (see
+    :mod:`~medverse_lab.engine.events`; ``plan_error``, ``forced_closes``, ``rerun_event``),
     ``timings`` (seconds: ``prefill``, ``plan``, ``steps``, ``conclusion``, ``total``) and
     ``tokens`` (a polars DataFrame, one row per token in logical order).
 
@@ -142,6 +144,25 @@ class Run:
                    "token_id": pl.Int64, "text": pl.String, "forced": pl.Boolean, "forward_call": pl.Int64,
                    "time_s": pl.Float64})
         return df.sort("logical_index")
+
+    # ----- events ----------------------------------------------------------------------
+    @property
+    def plan_error(self):
+        """The :class:`~medverse_lab.engine.PlanRejected` event when the model's plan did not
+        parse (``.error`` lists the problems, ``.fallback`` the mode run instead), else ``None``."""
+        return next((e for e in self.events if isinstance(e, PlanRejected)), None)
+
+    @property
+    def forced_closes(self) -> list:
+        """The :class:`~medverse_lab.engine.ForcedClose` events: branches the engine closed
+        itself (a length limit or a stray tag), in the order it closed them."""
+        return [e for e in self.events if isinstance(e, ForcedClose)]
+
+    @property
+    def rerun_event(self):
+        """For a run made by :meth:`Engine.rerun`, its :class:`~medverse_lab.engine.Rerun`
+        event (which step, what was decoded again); ``None`` for a fresh run."""
+        return next((e for e in self.events if isinstance(e, Rerun)), None)
 
     # ----- cache -----------------------------------------------------------------------
     @property

@@ -282,18 +282,17 @@ def _reply(engine, run, stop, skip_special: bool) -> tuple[str, str, str | None]
     ids = run.layout.token_ids[_prompt_len(engine, run):]
     text = engine.tokenizer.decode(list(ids), skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
     text, matched = _cut(text, stop)
-    limited = any(e["kind"] == "forced-close" and e["reason"] == "limit" for e in run.events)
+    limited = any(e.reason == "limit" for e in run.forced_closes)
     return text, "length" if limited and matched is None else "stop", matched
 
 
 def _medverse(run) -> dict:
-    error = next((e for e in run.events if e["kind"] == "plan-error"), None)
+    error = run.plan_error
     return {"mode": run.mode, "requested_mode": run.requested_mode,
             "plan": [{"id": s.id, "description": s.description, "deps": list(s.deps)} for s in run.plan.steps],
             "outline": run.plan.to_outline(), "steps": run.steps, "conclusion": run.conclusion,
-            "answer": run.answer, "timings": run.timings, "plan_error": str(error["error"]) if error else None,
-            "forced_closes": [{k: e[k] for k in ("branch", "reason")} for e in run.events
-                              if e["kind"] == "forced-close"]}
+            "answer": run.answer, "timings": run.timings, "plan_error": str(error.error) if error else None,
+            "forced_closes": [{"branch": e.branch, "reason": e.reason} for e in run.forced_closes]}
 
 
 async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kind: str, stop):
