@@ -6,25 +6,34 @@
 >>> ml.attention_mask(layout, "dag"), ml.position_ids(layout, "dag")
 """
 
+from importlib import import_module
+
+# The ground floor loads at once (plain Python and networkx): parse traces, build plans,
+# fire Petri nets, read records. Everything that needs torch, transformers, polars or the
+# widget stack loads on first use, so `import medverse_lab` stays fast.
 from .errors import LayoutError, PetriNetError, PlanError, Problem, PROBLEM_KINDS
 from .format import StepBlock, Trace, make_trace, parse_trace
-from .layout import Layout, Segment
 from .petri import PetriNet
 from .plan import Plan, Step
-from .tokens import TAGS, add_medverse_tokens, tag_ids
-from .engine import Engine, Run
-from .explain import explain
-from .topology import ENGINE_MODES, MODES, attention_mask, mask_diff, position_ids, segment_starts, segment_visibility
-from . import curate
-from .curate import CurationError
-from .check import check_dataset
-from .questions import load_questions
-from .evaluate import evaluate
-from . import records, workshop
+from . import records
+
+_LAZY = {  # public name -> the module that defines it
+    **dict.fromkeys(["Layout", "Segment"], ".layout"),
+    **dict.fromkeys(["TAGS", "add_medverse_tokens", "tag_ids"], ".tokens"),
+    **dict.fromkeys(["ENGINE_MODES", "MODES", "attention_mask", "mask_diff", "position_ids", "segment_starts",
+                     "segment_visibility"], ".topology"),
+    "explain": ".explain",
+    **dict.fromkeys(["Engine", "Run"], ".engine"),
+    "CurationError": ".curate",
+    "check_dataset": ".check",
+    "load_questions": ".questions",
+    "evaluate": ".evaluate",
+    "TopologyCollator": ".collator",
+    **dict.fromkeys(["PlanEditor", "MaskInspector", "RunViewer", "Workbench", "DatasetBrowser"], ".widgets"),
+}
+_SUBMODULES = ("curate", "workshop", "engine", "widgets", "train", "serve")
 
 __version__ = "0.1.0"
-
-_WIDGETS = ("PlanEditor", "MaskInspector", "RunViewer", "Workbench", "DatasetBrowser")
 
 
 def load_ipython_extension(ipython):
@@ -35,18 +44,25 @@ def load_ipython_extension(ipython):
 
 
 def __getattr__(name):
-    # widgets load anywidget and ipywidgets: import them on first use only
-    if name in _WIDGETS:
-        from . import widgets
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'medverse_lab' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(widgets, name)
-    raise AttributeError(f"module 'medverse_lab' has no attribute {name!r}")
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Plan", "Step", "PetriNet", "Trace", "StepBlock", "parse_trace", "make_trace",
     "Layout", "Segment", "attention_mask", "position_ids", "mask_diff", "segment_starts",
     "segment_visibility", "explain", "MODES", "ENGINE_MODES", "TAGS", "add_medverse_tokens", "tag_ids",
     "PlanError", "Problem", "PROBLEM_KINDS", "PetriNetError", "LayoutError", "Engine", "Run",
-    "curate", "records", "workshop", "check_dataset", "load_questions", "evaluate", "CurationError", "PlanEditor", "MaskInspector",
-    "RunViewer", "Workbench", "DatasetBrowser",
+    "curate", "records", "workshop", "check_dataset", "load_questions", "evaluate", "CurationError",
+    "TopologyCollator", "PlanEditor", "MaskInspector", "RunViewer", "Workbench", "DatasetBrowser",
 ]

@@ -206,7 +206,8 @@ class _Parser:
 
 
 def parse_trace(text: str) -> Trace:
-    """Parse a MedVerse trace (see DESIGN §2). Raises :class:`PlanError` listing every problem."""
+    """Parse a MedVerse trace (``<Think>``, ``<Plan>`` of ``<Outline>`` lines, ``<Execution>``
+    of ``<Step>`` blocks, ``<Conclusion>``). Raises :class:`PlanError` listing every problem."""
     if not isinstance(text, str):
         raise TypeError(f"parse_trace expects a str, got {type(text).__name__}")
     return _Parser(text).parse()

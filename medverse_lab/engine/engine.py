@@ -35,8 +35,8 @@ MASK_ATTENTION = ("sdpa", "eager")
 
 SFT_REFUSED = (
     "mode 'medverse-sft' cannot be decoded: it reproduces the public training collator, under which a step reads "
-    "its chunk sibling through the separator after the sibling's </Step>, which no parallel decoder can "
-    "reproduce (DESIGN §3). Use mode='layered', the closest mode the engine decodes exactly; 'medverse-sft' "
+    "its chunk sibling through the separator after the sibling's </Step> (a sibling still being decoded "
+    "in parallel), which no parallel decoder can reproduce. Use mode='layered', the closest mode the engine decodes exactly; 'medverse-sft' "
     "stays available to ml.attention_mask / ml.position_ids for inspection and training.")
 
 

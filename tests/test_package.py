@@ -1,0 +1,42 @@
+"""The package face: `import medverse_lab` is light, every public name resolves, and no
+module shadows a standard-library one."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import medverse_lab as ml
+
+HEAVY = ("torch", "transformers", "polars", "anywidget", "ipywidgets", "fastapi", "matplotlib")
+
+
+def test_import_loads_no_heavy_dependency():
+    code = ("import sys, medverse_lab as ml\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_plans_and_traces_work_without_torch():
+    code = ("import sys, pathlib, medverse_lab as ml\n"
+            "text = (pathlib.Path(ml.__file__).parent / 'examples' / 'stemi.txt').read_text()\n"
+            "trace = ml.parse_trace(text)\n"
+            "net = ml.PetriNet(trace.plan)\n"
+            "print(len(trace.plan), net.waves(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False")
+
+
+def test_every_public_name_resolves():
+    for name in ml.__all__:
+        assert getattr(ml, name) is not None, name
+    assert set(ml.__all__) <= set(dir(ml))
+    assert ml.attention_mask is importlib.import_module("medverse_lab.topology").attention_mask
+
+
+def test_no_module_shadows_the_standard_library():
+    ours = {m.name.rsplit(".", 1)[-1] for m in pkgutil.walk_packages(ml.__path__, "medverse_lab.")}
+    assert not ours & set(sys.stdlib_module_names)
