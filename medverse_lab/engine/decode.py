@@ -304,7 +304,7 @@ class Decoder:
         elif b.kind == "step":
             self.lens[b.name] = b.offset
             self.done.add(b.name)
-            self.events.append(StepEnd(b.name, b.offset, t, self.calls - 1))
+            self.events.append(StepEnd(b.name, t, self.calls - 1, tokens=b.offset))
             self.schedule()
         else:
             self.marks["conclusion"] = t
@@ -345,7 +345,7 @@ class Decoder:
                                             ids.separator, s.max_step_tokens, ids.step_stray,
                                             body=self.forced_bodies.get(sid)))
                 self.started.add(sid)
-                self.events.append(StepStart(sid, starts[sid], self.now(), self.calls))
+                self.events.append(StepStart(sid, self.now(), self.calls, position=starts[sid]))
         if len(self.done) == len(plan) and not self.conclusion_started:
             self.conclusion_started = True
             t = self.now()

@@ -46,25 +46,28 @@ class PhaseStart(Event):
 
 
 @dataclass(frozen=True)
-class StepStart(Event):
-    """Step ``branch`` was scheduled at ``position``, before forward call ``forward_call``."""
+class StepEvent(Event):
+    """Something happened to step ``branch`` at ``time_s``, around forward call ``forward_call``."""
 
-    kind: ClassVar[str] = "step-start"
     branch: str
-    position: int
     time_s: float
     forward_call: int
 
 
 @dataclass(frozen=True)
-class StepEnd(Event):
+class StepStart(StepEvent):
+    """Step ``branch`` was scheduled at ``position``, before forward call ``forward_call``."""
+
+    kind: ClassVar[str] = "step-start"
+    position: int
+
+
+@dataclass(frozen=True)
+class StepEnd(StepEvent):
     """Step ``branch`` closed after ``tokens`` tokens (its segment, separator included)."""
 
     kind: ClassVar[str] = "step-end"
-    branch: str
     tokens: int
-    time_s: float
-    forward_call: int
 
 
 @dataclass(frozen=True)
@@ -110,4 +113,4 @@ class Rerun(Event):
     reason: str | None = None
 
 
-__all__ = ["Event", "PhaseStart", "StepStart", "StepEnd", "ForcedClose", "PlanRejected", "Rerun"]
+__all__ = ["Event", "PhaseStart", "StepEvent", "StepStart", "StepEnd", "ForcedClose", "PlanRejected", "Rerun"]
