@@ -5,8 +5,8 @@ visibility of the four engine modes, the collator's groups for ``medverse-sft``)
 explanation cannot disagree with :func:`~medverse_lab.attention_mask`; the mode only
 chooses the words.
 
->>> ml.explain(layout, q=40, k=25, mode="dag")["text"]
-'step 1 is an ancestor of step 3: dependency path 1 -> 3'
+    ml.explain(layout, q=70, k=50, mode="dag")["text"]
+    # 'step 1 is not an ancestor of step 3 (no dependency path 1 -> ... -> 3); ...'
 """
 
 from __future__ import annotations
