@@ -51,8 +51,12 @@ def test_summary_counts_forward_calls_against_sequential(run):
     phase2 = df.filter(df["branch"] != "prefix")
     assert s["phase2_tokens"] == phase2.height
     assert s["forward_calls"] == phase2["forward_call"].n_unique()
-    assert s["speedup"] == pytest.approx(phase2.height / s["forward_calls"], abs=1e-3)
-    assert s["speedup"] > 1  # the roots decode side by side
+    assert s["call_speedup"] == pytest.approx(phase2.height / s["forward_calls"], abs=1e-3)
+    assert s["call_speedup"] > 1  # the roots decode side by side
+    assert "speedup" not in s and "ideal_speedup" not in s  # one meaning per name: these are call ratios
+    lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids}
+    ideal = run.plan.critical_path(lens)[1] + run.layout.conclusion_len
+    assert s["ideal_call_speedup"] == pytest.approx(phase2.height / ideal, abs=1e-3)
     assert s["critical_path"][-1] == "5" and s["answer"] == run.answer
     lane = next(lane for lane in s["lanes"] if lane["branch"] == "3")
     assert lane["text"] == run.steps["3"] and lane["label"].startswith("Step 3: ")
@@ -62,7 +66,8 @@ def test_a_given_run_is_the_first_history_entry(engine, run):
     viewer = RunViewer(engine, run)
     assert viewer.run is run and viewer.current == 0 and viewer.question == Q
     assert viewer.history[0]["kind"] == "run" and viewer.history[0]["answer"] == run.answer
-    assert viewer.summary["speedup"] == run_summary(run)["speedup"]
+    assert viewer.summary["call_speedup"] == run_summary(run)["call_speedup"]
+    assert viewer.history[0]["call_speedup"] == run_summary(run)["call_speedup"]
 
 
 def test_submit_returns_at_once_and_the_lanes_grow(engine, plan):
@@ -97,6 +102,13 @@ def test_rerun_with_text_diffs_the_step_and_keeps_the_history(engine, plan):
     redone = new.tokens.filter(new.tokens["branch"].is_in(["2", "4", "5", "conclusion"]))
     assert s["scope"] == "rerun of step 2" and s["phase2_tokens"] == redone.height
     assert s["forward_calls"] == redone["forward_call"].n_unique()
+    # the ideal counts the same branches: the critical path over the re-decoded steps
+    lens = {sid: new.layout.step_lens[sid] for sid in ["2", "4", "5"]}
+    path, path_len = new.plan.critical_path(lens)
+    assert s["critical_path"] == [sid for sid in path if sid in lens] and s["critical_tokens"] == path_len
+    assert s["ideal_call_speedup"] == pytest.approx(
+        redone.height / (path_len + new.layout.conclusion_len), abs=1e-3)
+    assert s["ideal_call_speedup"] >= 1
     viewer.current = 0  # back to the first run: its lanes, no diff
     assert viewer.diffs == {}
     assert next(lane for lane in viewer.lanes if lane["branch"] == "2")["text"] == first.steps["2"]
@@ -124,3 +136,40 @@ def test_a_forced_plan_is_used_by_run(engine, plan):
     viewer._on_frontend_msg(viewer, {"type": "run", "question": Q}, [])
     run = viewer.wait(timeout=120)
     assert run.plan == plan and [lane["branch"] for lane in viewer.lanes] == run.layout.branches
+
+
+@pytest.mark.parametrize("step", ["1", "3", "5"])
+def test_the_ideal_of_a_rerun_is_never_below_one(engine, run, step):
+    # before: tokens of the rerun over the whole plan's critical path, e.g. 0.88x
+    s = run_summary(engine.rerun(run, step, text="troponin is high"))
+    assert s["ideal_call_speedup"] >= 1 and s["phase2_tokens"] >= s["critical_tokens"]
+
+
+def test_no_answer_says_why(engine, plan):
+    run = engine.run(Q, mode="dag", plan=plan, seed=0, **KW)  # 5 conclusion tokens: no room for an answer
+    assert run.answer is None
+    s = run_summary(run)
+    assert s["answer"] is None
+    assert s["answer_note"] == ('no answer: the conclusion reached its limit of 5 tokens before it named an '
+                                'option ("Answer: X")')
+    viewer = RunViewer(engine, run)
+    viewer.rerun("2", text="troponin is high", wait=True)
+    assert viewer.notice.startswith("rerun of step 2 done: no answer: the conclusion reached its limit")
+    assert viewer.summary["answer_note"].startswith("no answer: ")
+
+
+def test_the_seed_box_shows_the_seed_the_run_on_display_used(engine, plan):
+    viewer = RunViewer(engine, engine.run(Q, mode="dag", plan=plan, seed=2, **KW))
+    assert viewer.seed == 2 == viewer.history[0]["seed"]  # a given run: its own seed, not 0
+    viewer.rerun("4", wait=True)  # no seed: the engine picks run.seed + generation + 1
+    assert viewer.run.seed == 3 and viewer.seed == 3 == viewer.history[1]["seed"]
+    viewer.rerun("2", seed=7, wait=True)
+    assert viewer.seed == 7 == viewer.history[2]["seed"]
+    viewer.current = 0
+    assert viewer.seed == 2
+
+
+def test_a_saved_output_says_how_to_get_the_widget_back(engine, run):
+    data, _ = RunViewer(engine, run)._repr_mimebundle_()
+    assert data["text/plain"] == "RunViewer — rerun the cell to show this widget (its kernel state is gone)"
+    assert "application/vnd.jupyter.widget-view+json" in data

@@ -63,3 +63,22 @@ def test_the_plan_shown_follows_the_run_when_the_model_plans(engine, plan):
     wb.use_plan.value = False
     wb.viewer._add(engine.run("Q? A. a B. b", plan=plan, **KW), {"kind": "run"}, parent=None)
     assert wb.editor.plan == plan
+
+
+def test_the_checkbox_label_has_room_and_is_text(engine):
+    box = Workbench(engine).use_plan
+    assert box.layout.width == "auto" and box.style.description_width == "initial"
+    assert not box.indent and not box.description_allow_html
+    assert "mv-workbench" in Workbench(engine)._dom_classes  # widgets.css: one border around the whole
+
+
+def test_every_saved_widget_output_says_how_to_get_it_back(engine, plan):
+    """A notebook saved with these outputs shows this text where the view cannot be drawn."""
+    layout = ml.Layout.from_plan(plan, prefix_len=4, step_lens=3, conclusion_len=2)
+    wb = Workbench(engine, plan=plan)
+    for widget in (wb, wb.viewer, wb.editor, MaskInspector(layout), ml.DatasetBrowser(ml.curate.synthesize(2, seed=0))):
+        bundle = widget._repr_mimebundle_()
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        name = type(widget).__name__
+        assert data["text/plain"] == f"{name} — rerun the cell to show this widget (its kernel state is gone)"
+        assert "application/vnd.jupyter.widget-view+json" in data

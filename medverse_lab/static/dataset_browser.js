@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:644088921bab77408c69c808a488d5cfb362f63d76be97fc51bea394a89fe54a */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:174a0d594c05b5eac4e606f4aeddad0f289c31407399fad31c67a46d5d829358 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

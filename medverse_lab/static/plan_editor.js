@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:644088921bab77408c69c808a488d5cfb362f63d76be97fc51bea394a89fe54a */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:174a0d594c05b5eac4e606f4aeddad0f289c31407399fad31c67a46d5d829358 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -120,7 +120,7 @@ function render({ model, el }) {
     linking = on;
     linkFrom = null;
     linkBtn.setAttribute("aria-pressed", String(on));
-    drawNet();
+    keepFocus(drawNet);
   }
   function clickStep(id) {
     if (!linking) return select(id);
@@ -132,7 +132,16 @@ function render({ model, el }) {
       send("toggle", { dependency: linkFrom, step: id });
       linkFrom = null;
     }
-    drawNet();
+    keepFocus(drawNet);
+  }
+  function keepFocus(draw) {
+    const active = document.activeElement;
+    const had = root.contains(active);
+    const step = had && active.closest ? active.closest(".mv-transition")?.getAttribute("data-step") : null;
+    draw();
+    if (!had || root.contains(document.activeElement)) return;
+    const again = step === null ? null : [...svg.querySelectorAll(".mv-transition")].find((g) => g.getAttribute("data-step") === step);
+    (again || root).focus({ preventScroll: true });
   }
   function problemsByStep() {
     const by = /* @__PURE__ */ new Map();
@@ -275,11 +284,11 @@ function render({ model, el }) {
     if (document.activeElement !== questionInput) questionInput.value = model.get("question");
     notice.textContent = model.get("notice");
   }
-  const redraw = () => {
+  const redraw = () => keepFocus(() => {
     drawNet();
     drawSide();
     drawStatus();
-  };
+  });
   const traits = [
     "draft",
     "errors",

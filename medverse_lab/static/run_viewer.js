@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:644088921bab77408c69c808a488d5cfb362f63d76be97fc51bea394a89fe54a */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:174a0d594c05b5eac4e606f4aeddad0f289c31407399fad31c67a46d5d829358 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -19,6 +19,19 @@ function clip(text, n) {
 }
 
 // src/run_viewer.js
+var capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+var SPACE = /\s$|^\s/;
+function diffNodes(ops) {
+  const out = [];
+  ops.forEach(([op, text], i) => {
+    const prev = ops[i - 1];
+    if (prev && prev[0] !== "=" && op !== "=" && prev[0] !== op && !SPACE.test(prev[1].slice(-1) + text.charAt(0))) {
+      out.push(h("span", "mv-diff-gap", " ", { "aria-hidden": "true" }));
+    }
+    out.push(h("span", op === "+" ? "mv-ins" : op === "-" ? "mv-del" : "", text));
+  });
+  return out;
+}
 function render({ model, el }) {
   const root = h("div", "mv-widget mv-run-viewer");
   const controls = h("div", "mv-toolbar");
@@ -120,12 +133,14 @@ function render({ model, el }) {
       summary.textContent = `decoding… ${s.calls || 0} forward calls so far`;
       return;
     }
-    if (s.speedup === void 0) {
+    if (s.call_speedup === void 0) {
       summary.textContent = "No run yet.";
       return;
     }
-    const path = s.critical_path.join(" → ");
-    summary.textContent = `${s.mode}, ${s.scope}: ${s.forward_calls} forward calls for ${s.phase2_tokens} tokens: ${s.speedup.toFixed(2)}x against sequential (ideal for this plan ${s.ideal_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). Answer: ${s.answer ?? "none"}. ${s.total_s ?? 0} s.`;
+    const path = s.critical_path.join(" → ") || "none";
+    const over = s.scope.startsWith("rerun") ? "the re-decoded steps" : "this plan";
+    const answer = s.answer ? `Answer: ${s.answer}.` : `${capital(s.answer_note || "no answer")}.`;
+    summary.textContent = `${s.mode}, ${s.scope}: ${s.phase2_tokens} tokens in ${s.forward_calls} forward calls: call speedup ${s.call_speedup.toFixed(2)}x against sequential decoding (ideal for ${over}, one token per call: ${s.ideal_call_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). ${answer} Seed ${s.seed}, ${s.total_s ?? 0} s.`;
   }
   function drawLanes() {
     const lanes = model.get("lanes");
@@ -173,7 +188,7 @@ function render({ model, el }) {
     }
     const diff = (model.get("diffs") || {})[selected];
     diffTitle.hidden = diffBox.hidden = !diff;
-    diffBox.replaceChildren(...(diff || []).map(([op, text]) => h("span", op === "+" ? "mv-ins" : op === "-" ? "mv-del" : "", text)));
+    diffBox.replaceChildren(...diffNodes(diff || []));
   }
   function drawHistory() {
     const history = model.get("history");
@@ -182,7 +197,7 @@ function render({ model, el }) {
       const what = entry.kind === "rerun" ? `rerun step ${entry.step}` : "run";
       const b = button(
         `#${entry.index + 1} ${what} · ${entry.mode} · seed ${entry.seed} · ${entry.answer ?? "–"}`,
-        `speedup ${entry.speedup}x`,
+        `seed ${entry.seed}: the seed this ${what} used; call speedup ${entry.call_speedup}x`,
         () => {
           model.set("current", entry.index);
           model.save_changes();

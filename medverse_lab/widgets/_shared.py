@@ -39,6 +39,30 @@ def unpack_bits(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     return bits.reshape(-1)[:n].reshape(shape)
 
 
+def placeholder_text(name: str) -> str:
+    """What a saved notebook shows for a widget whose kernel is gone (see :class:`SavedPlaceholder`)."""
+    return f"{name} — rerun the cell to show this widget (its kernel state is gone)"
+
+
+class SavedPlaceholder:
+    """Mixin: the ``text/plain`` saved next to the widget view says what to do.
+
+    A notebook keeps a widget's output as two representations: the view (a model id that
+    only the kernel that made it knows) and ``text/plain``. A front end that cannot draw
+    the view shows the text instead: JupyterLab for a notebook it does not trust (one
+    received from someone else), nbconvert, nbviewer, GitHub. Without this the text is
+    ``<...PlanEditor object at 0x...>``. (A notebook JupyterLab saved itself is trusted;
+    its widget manager then writes its own "Error displaying widget: model not found".)
+    """
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle  # anywidget: (data, metadata)
+        if data:
+            data["text/plain"] = placeholder_text(type(self).__name__)
+        return bundle
+
+
 def int32_bytes(values) -> bytes:
     """An integer vector as little-endian int32 bytes (``values`` must fit in int32)."""
     t = torch.as_tensor(values).detach().reshape(-1).cpu()

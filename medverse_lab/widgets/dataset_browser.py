@@ -28,7 +28,7 @@ import traitlets as t
 from ..check import CHECK_KINDS, check_record
 from ..records import assistant_text, read_records, replace_assistant, write_jsonl
 from ..plan import Plan, _parse_outline
-from ._shared import CSS, STATIC, int32_bytes
+from ._shared import CSS, STATIC, SavedPlaceholder, int32_bytes
 from .mask_inspector import MaskInspector
 from .plan_editor import PlanEditor
 
@@ -73,7 +73,7 @@ def _spans(text: str, rows: list[dict]) -> list[dict]:
     return sorted(out, key=lambda s: (s["start"], s["end"]))
 
 
-class RecordTable(anywidget.AnyWidget):
+class RecordTable(SavedPlaceholder, anywidget.AnyWidget):
     """The table and the record view of a :class:`DatasetBrowser` (the browser owns it)."""
 
     _esm = STATIC / "dataset_browser.js"
@@ -96,7 +96,7 @@ class RecordTable(anywidget.AnyWidget):
     notice = t.Unicode("").tag(sync=True)
 
 
-class DatasetBrowser(w.VBox):
+class DatasetBrowser(SavedPlaceholder, w.VBox):
     """Browse a curated MedVerse dataset, see every problem where it is, fix, save.
 
     ``source`` is a JSONL path or a list of records (MedVerse14k-shaped, as the Curator

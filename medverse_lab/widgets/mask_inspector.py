@@ -2,8 +2,8 @@
 
 The T x T mask travels bit-packed (:func:`~._shared.pack_bits`), positions as int32
 bytes; the view draws them on a canvas. Clicking a cell asks Python why token q can or
-cannot see token k under the mode: :func:`explain` answers from the layout alone, with
-the same rules :mod:`medverse_lab.topology` builds the masks from.
+cannot see token k under the mode: :func:`medverse_lab.explain.explain` answers from the
+same visibility matrix :mod:`medverse_lab.topology` builds the masks from.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import anywidget
 import torch
 import traitlets as t
 
+from ..explain import explain
 from ..layout import Layout
 from ..topology import MODES, attention_mask, check_mode, position_ids
-from ._shared import CSS, STATIC, int32_bytes, pack_bits
+from ._shared import CSS, STATIC, SavedPlaceholder, int32_bytes, pack_bits
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.long)
 
@@ -28,94 +29,7 @@ DESCRIPTIONS = {
 }
 
 
-def _where(layout: Layout, i: int) -> dict:
-    """Branch of token i and, for a step, whether it is in the block or the separator."""
-    branch = layout.branch_of(i)
-    part = "text"
-    if branch not in ("prefix", "conclusion"):
-        part = "block" if i <= layout.close_index(branch) else "separator"
-    return {"branch": branch, "part": part}
-
-
-def _name(w: dict) -> str:
-    b = w["branch"]
-    if b in ("prefix", "conclusion"):
-        return f"the {b}"
-    return f"step {b}" + (" (separator after </Step>)" if w["part"] == "separator" else "")
-
-
-def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
-    """Why token ``q`` can or cannot attend to token ``k`` under ``mode``.
-
-    Returns ``{"q", "k", "mode", "allowed", "reason", "text", "q_branch", "k_branch"}``;
-    ``reason`` is one of ``self``, ``causal-future``, ``causal``, ``same-segment``,
-    ``prefix``, ``conclusion``, ``dag-ancestor``, ``not-ancestor``, ``earlier-chunk``,
-    ``chunk-sibling``, ``speculative-isolation``, ``separator`` and ``allowed`` always
-    equals ``attention_mask(layout, mode)[q, k]``.
-    """
-    check_mode(mode)
-    for name, i in (("q", q), ("k", k)):
-        if not 0 <= i < layout.T:
-            raise IndexError(f"{name} = {i} is outside the layout (T={layout.T})")
-    wq, wk = _where(layout, q), _where(layout, k)
-    qb, kb = wq["branch"], wk["branch"]
-
-    def out(allowed: bool, reason: str, text: str) -> dict:
-        return {"q": q, "k": k, "mode": mode, "allowed": allowed, "reason": reason, "text": text,
-                "q_branch": qb, "k_branch": kb}
-
-    if q == k:
-        return out(True, "self", f"token {q} sees itself")
-    if k > q:
-        return out(False, "causal-future", f"causal future: token {k} comes after token {q} "
-                                           "(no mode lets a token see later tokens)")
-    if mode == "sequential":
-        return out(True, "causal", f"sequential mode is plain causal: {_name(wq)} sees every earlier token")
-    if qb == kb:
-        return out(True, "same-segment", f"same segment ({_name(wq)}), causal order: {k} < {q}")
-    if kb == "prefix":
-        return out(True, "prefix", "every token sees the prefix (question and plan)")
-    if qb == "conclusion":
-        return out(True, "conclusion", "the conclusion sees every earlier token")
-    # from here on: q in a step, k in an earlier step
-    plan = layout.plan
-    chunk_of = {sid: c for c, chunk in enumerate(plan.chunks()) for sid in chunk}
-    if mode == "dag":
-        path = plan.dependency_path(kb, qb)
-        if path:
-            return out(True, "dag-ancestor", f"step {kb} is an ancestor of step {qb}: dependency path "
-                                             + " -> ".join(path))
-        return out(False, "not-ancestor", f"step {kb} is not an ancestor of step {qb} (no dependency path "
-                                          f"{kb} -> ... -> {qb}); in dag mode a step sees only its ancestors")
-    if mode == "layered":
-        cq, ck = chunk_of[qb], chunk_of[kb]
-        if ck < cq:
-            return out(True, "earlier-chunk", f"step {kb} is in chunk {ck + 1}, before step {qb}'s chunk {cq + 1}: "
-                                              "a step sees every earlier chunk")
-        return out(False, "chunk-sibling", f"steps {kb} and {qb} are siblings in chunk {cq + 1}: "
-                                           "steps of one chunk never see each other")
-    if mode == "speculative":
-        return out(False, "speculative-isolation", f"speculative isolation: step {qb} sees only the prefix and "
-                                                   "its own tokens (every step is dispatched at once)")
-    # medverse-sft: the collator's groups (step blocks hide from chunk siblings; the rest is causal)
-    if wq["part"] == "separator":
-        return out(True, "separator", f"token {q} is separator text after step {qb}'s </Step>: plain causal "
-                                      "for the collator, it sees every earlier token")
-    if wk["part"] == "separator":
-        sib = chunk_of[kb] == chunk_of[qb]
-        text = (f"token {k} is separator text after step {kb}'s </Step>: plain causal for the collator"
-                + (f", so step {qb} reads its chunk sibling {kb} through it (the public recipe's quirk)" if sib
-                   else ""))
-        return out(True, "separator", text)
-    cq, ck = chunk_of[qb], chunk_of[kb]
-    if ck < cq:
-        return out(True, "earlier-chunk", f"step {kb}'s block is in chunk {ck + 1}, before chunk {cq + 1}: "
-                                          "blocks of different chunks are plain causal")
-    return out(False, "chunk-sibling", f"steps {kb} and {qb} are blocks of chunk {cq + 1}: the collator hides "
-                                       "blocks of one chunk from each other")
-
-
-class MaskInspector(anywidget.AnyWidget):
+class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
     """The attention mask and position ids of a run or a layout, under every mode.
 
     >>> ml.MaskInspector(run)                           # the mode the run was decoded in

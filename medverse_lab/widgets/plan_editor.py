@@ -17,7 +17,7 @@ import traitlets as t
 from ..errors import PlanError
 from ..petri import SOURCE, PetriNet, place
 from ..plan import Plan, Step
-from ._shared import CSS, STATIC
+from ._shared import CSS, STATIC, SavedPlaceholder
 
 
 def _problem_dict(p) -> dict:
@@ -74,7 +74,7 @@ def petri_layout(plan: Plan) -> dict:
     return {"nodes": nodes, "arcs": arcs, "cols": 2 * len(by_level) + 1, "rows": tallest}
 
 
-class PlanEditor(anywidget.AnyWidget):
+class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
     """Edit a plan as a Petri net in the notebook, validated at every edit.
 
     >>> editor = ml.PlanEditor(plan)      # draw it, click to edit

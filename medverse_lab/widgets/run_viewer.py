@@ -2,10 +2,11 @@
 
 Runs and reruns decode in a background thread (the notebook stays usable) and stream
 their tokens into the lanes. Each lane has its span on a timeline of forward calls; the
-critical path of the plan is marked and the achieved speedup against sequential decoding
-is computed from the run's own token table. Clicking a step shows its text; it can be
-rerun with a new seed or an edited text (reusing the cache) and the new version is diffed
-against the previous one. Every run and rerun stays in the history.
+critical path of the plan is marked and the forward-call speedup against sequential
+decoding (tokens per forward call, not wall time) is computed from the run's own token
+table. Clicking a step shows its text; it can be rerun with a new seed or an edited text
+(reusing the cache) and the new version is diffed against the previous one. Every run
+and rerun stays in the history.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ import anywidget
 import traitlets as t
 
 from ..topology import ENGINE_MODES
-from ._shared import CSS, STATIC
+from ._shared import CSS, STATIC, SavedPlaceholder
 
 
 def run_summary(run) -> dict:
-    """Lanes, timeline and speedup of a finished run (see :class:`RunViewer`).
+    """Lanes, timeline and forward-call speedup of a finished run (see :class:`RunViewer`).
 
-    Speedup counts Phase II (steps and conclusion; for a rerun, the branches it decoded
-    again): a sequential decoder needs one forward call per token, the run needed as many
-    calls as it made; the ideal for its plan is the critical path plus the conclusion.
+    ``call_speedup`` is a ratio of forward calls, not of wall time (that is what
+    ``ml.evaluate`` and the command line's "Phase II speedup" measure): Phase II tokens
+    (steps and conclusion; for a rerun, the branches it decoded again) over the forward
+    calls the run made for them, since a sequential decoder needs one call per token.
+    ``ideal_call_speedup`` divides the same tokens by the critical path of those
+    branches plus the conclusion, so it is never below 1. ``answer_note`` says why there
+    is no answer (``None`` when there is one).
     """
     df = run.tokens
     branches = df["branch"].to_list()
@@ -47,17 +52,19 @@ def run_summary(run) -> dict:
                       "last_call": max((calls[i] for i in idx), default=0),
                       "first_s": min((times[i] for i in idx), default=0.0),
                       "last_s": max((times[i] for i in idx), default=0.0), "done": True})
-    reruns = [ev for ev in getattr(run, "events", []) if isinstance(ev, dict) and ev.get("kind") == "rerun"]
-    if reruns:  # a rerun decoded only these branches; the others are the earlier run's
-        redone = set(reruns[-1]["dropped"]) | {reruns[-1]["step"], "conclusion"}
-        scope = f"rerun of step {reruns[-1]['step']}"
+    rerun = run.rerun_event
+    if rerun is not None:  # a rerun decoded only these branches; the others are the earlier run's
+        redone = set(rerun.dropped) | {rerun.step, "conclusion"}
+        scope = f"rerun of step {rerun.step}"
     else:
         redone = set(branches) - {"prefix"}
         scope = "steps and conclusion"
     phase2 = [i for i, b in enumerate(branches) if b in redone]
     achieved = len({calls[i] for i in phase2})
-    lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids}
+    # the ideal over the same branches the tokens count: a rerun's kept steps weigh nothing
+    lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids if sid in redone}
     path, path_len = run.plan.critical_path(lens)
+    path = [sid for sid in path if sid in lens]
     ideal = path_len + run.layout.conclusion_len
     return {
         "lanes": lanes,
@@ -66,13 +73,37 @@ def run_summary(run) -> dict:
         "critical_tokens": path_len,
         "phase2_tokens": len(phase2),
         "forward_calls": achieved,
-        "speedup": round(len(phase2) / achieved, 3) if achieved else 1.0,
-        "ideal_speedup": round(len(phase2) / ideal, 3) if ideal else 1.0,
+        "call_speedup": round(len(phase2) / achieved, 3) if achieved else 1.0,
+        "ideal_call_speedup": round(len(phase2) / ideal, 3) if ideal else 1.0,
         "calls": max(calls, default=0) + 1,
         "mode": run.mode,
+        "seed": run.seed,
         "answer": run.answer,
+        "answer_note": answer_note(run),
         "total_s": round(float(run.timings.get("total", 0.0)), 3),
     }
+
+
+def answer_note(run) -> str | None:
+    """Why ``run`` has no answer (``None`` when it has one), from its conclusion's tokens:
+    the conclusion was cut at its token limit, the engine closed it on a stray tag, or
+    it ended without naming an option the way :attr:`Run.answer` reads one."""
+    if run.answer is not None:
+        return None
+    df = run.tokens
+    rows = df.filter(df["branch"] == "conclusion")
+    texts, forced = rows["text"].to_list(), rows["forced"].to_list()
+    closed_by_engine = any(t == "</Conclusion>" and f for t, f in zip(texts, forced))
+    sampled = sum(1 for t, f in zip(texts, forced) if not f and t != "</Conclusion>")
+    limit = (getattr(run, "settings", None) or {}).get("max_conclusion_tokens")
+    if closed_by_engine and limit is not None and sampled >= limit:
+        return (f"no answer: the conclusion reached its limit of {limit} tokens before it named an option "
+                "(\"Answer: X\")")
+    if closed_by_engine:
+        return "no answer: the model wrote a tag that cannot appear in a conclusion, so the engine closed it"
+    if not run.conclusion.strip():
+        return "no answer: the conclusion is empty"
+    return "no answer: the conclusion does not name an option as \"Answer: X\" (X a letter A-J)"
 
 
 def word_diff(old: str, new: str) -> list[list[str]]:
@@ -90,7 +121,7 @@ def word_diff(old: str, new: str) -> list[list[str]]:
     return out
 
 
-class RunViewer(anywidget.AnyWidget):
+class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
     """Watch a run decode, read its steps, rerun one, compare versions.
 
     >>> viewer = ml.RunViewer(engine)            # type a question, press Run
@@ -107,19 +138,20 @@ class RunViewer(anywidget.AnyWidget):
     question = t.Unicode("").tag(sync=True)
     mode = t.Unicode("dag").tag(sync=True)
     modes = t.List(list(ENGINE_MODES)).tag(sync=True)
+    #: the seed Run uses; showing a run (or rerun) sets it to the seed that run used
     seed = t.Int(0).tag(sync=True)
     temperature = t.Float(0.7).tag(sync=True)
     max_step_tokens = t.Int(64).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
     #: one lane per branch: label, text so far, tokens, forward-call span, done
     lanes = t.List().tag(sync=True)
-    #: timeline and speedup of the run shown (:func:`run_summary` without the lanes)
+    #: timeline and forward-call speedup of the run shown (:func:`run_summary` without the lanes)
     summary = t.Dict().tag(sync=True)
     #: the branch selected in the view ("" for none)
     selected = t.Unicode("").tag(sync=True)
     #: after a rerun: branch -> word diff against the previous version (:func:`word_diff`)
     diffs = t.Dict().tag(sync=True)
-    #: one entry per run or rerun: index, kind, step, seed, mode, answer, speedup
+    #: one entry per run or rerun: index, kind, step, seed (the one it used), mode, answer, call_speedup
     history = t.List().tag(sync=True)
     current = t.Int(-1).tag(sync=True)
     notice = t.Unicode("").tag(sync=True)
@@ -155,13 +187,16 @@ class RunViewer(anywidget.AnyWidget):
             self.lanes = s.pop("lanes")
             self.summary = s
             self.diffs = diffs or {}
+            # the seed box shows the seed the run on display used, as its history chip does
+            # (a rerun without a seed uses run.seed + generation + 1; a given run its own)
+            self.seed = run.seed
 
     def _add(self, run, meta: dict, parent: int | None, diffs=None) -> None:
         self.runs.append(run)
         self._parents.append(parent)
         s = run_summary(run)
         entry = {"index": len(self.runs) - 1, "kind": meta.get("kind", "run"), "step": meta.get("step"),
-                 "seed": run.seed, "mode": run.mode, "answer": run.answer, "speedup": s["speedup"],
+                 "seed": run.seed, "mode": run.mode, "answer": run.answer, "call_speedup": s["call_speedup"],
                  "parent": parent}
         self._adding = True
         try:
@@ -238,7 +273,7 @@ class RunViewer(anywidget.AnyWidget):
         try:
             run = self.engine.run(question, on_token=self._streamer(lanes, order), **settings)
             self._add(run, {"kind": "run"}, parent=None)
-            self.notice = f"done: answer {run.answer}" if run.answer else "done"
+            self.notice = f"done: answer {run.answer}" if run.answer else f"done: {answer_note(run)}"
         except Exception as exc:  # shown in the view; the notebook keeps going
             self.notice = f"run failed: {type(exc).__name__}: {exc}"
         finally:
@@ -267,7 +302,7 @@ class RunViewer(anywidget.AnyWidget):
             run = self.engine.rerun(base, step, seed=seed, text=text, on_token=self._rerun_streamer(lanes, order))
             self._add(run, {"kind": "rerun", "step": step}, parent=parent, diffs=self._diffs(base, run))
             self.selected = step
-            self.notice = f"rerun of step {step} done" + (f": answer {run.answer}" if run.answer else "")
+            self.notice = f"rerun of step {step} done: " + (f"answer {run.answer}" if run.answer else answer_note(run))
         except Exception as exc:
             self.notice = f"rerun failed: {type(exc).__name__}: {exc}"
         finally:

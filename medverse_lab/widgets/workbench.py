@@ -12,6 +12,7 @@ import ipywidgets as w
 import traitlets as t
 
 from ..plan import Plan, Step
+from ._shared import SavedPlaceholder
 from .mask_inspector import MaskInspector
 from .plan_editor import PlanEditor
 from .run_viewer import RunViewer
@@ -23,7 +24,7 @@ def question_text(q) -> str:
     return f"{q.question.strip()}\n{options}" if options else q.question.strip()
 
 
-class Workbench(w.VBox):
+class Workbench(SavedPlaceholder, w.VBox):
     """``ml.Workbench(engine, questions="questions.jsonl")``: everything on one page.
 
     Attributes: ``viewer`` (RunViewer), ``editor`` (PlanEditor), ``inspector``
@@ -42,8 +43,10 @@ class Workbench(w.VBox):
             (f"{q.id}: {q.question.strip()[:70]}", i) for i, q in enumerate(self.questions)],
             value=-1, description="Question", layout=w.Layout(width="100%"))
         self.picker.observe(self._on_pick, names="value")
+        # the label sizes to its text ("auto"), so ipywidgets does not cut it at its default width
         self.use_plan = w.Checkbox(value=plan is not None, description="run my plan (below) instead of the model's",
-                                   indent=False)
+                                   indent=False, description_allow_html=False, layout=w.Layout(width="auto"),
+                                   style={"description_width": "initial"})
         self.use_plan.observe(self._sync_plan, names="value")
         self.editor.observe(self._sync_plan, names="plan_json")
         self._mask_box = w.VBox([w.HTML("<i>The mask appears after the first run.</i>")])
@@ -55,6 +58,8 @@ class Workbench(w.VBox):
         tabs.set_title(1, "Mask")
         children = ([self.picker] if self.questions else []) + [self.viewer, self.use_plan, tabs]
         super().__init__(children=children, **kwargs)
+        # one border around the whole; widgets.css drops the borders of the views inside
+        self.add_class("mv-workbench")
         if self.viewer.run is not None:
             self._on_run()
 

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-BAND, M = 18, 560  # as in widgets/src/mask_inspector.js
+BAND, M, GAP, STRIP, AXIS, RIGHT = 18, 560, 8, 64, 22, 48  # as in widgets/src/mask_inspector.js
 
 SETUP = """\
 import json
@@ -137,15 +137,100 @@ def test_4096_tokens_render_and_stay_responsive(notebook, artifacts):
     page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.mode === 'speculative'",
                            timeout=30_000)
     assert time.perf_counter() - t0 < 15
-    # zoom with the wheel, then click a cell: explained from Python
+    caption = view.locator(".mv-caption").inner_text()
+    assert "T = 4,096 tokens (4,096 × 4,096 = 16,777,216 cells)" in caption
+    assert any("," in t for t in view.locator(".mv-tick-x").all_inner_texts())  # e.g. "1,000"
+    # zoom with Ctrl + wheel, then click a cell: explained from Python
     page.mouse.move(box["x"] + BAND + 300, box["y"] + BAND + 300)
+    page.keyboard.down("Control")
     for _ in range(10):
         page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
     page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-caption').textContent.includes('Zoom')")
     page.mouse.click(box["x"] + BAND + 300, box["y"] + BAND + 300)
     page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-explain').textContent.startsWith('speculative')")
     view.screenshot(path=str(artifacts / "mask_inspector-4096-light.png"))
     assert nb.run(1).split() == ["speculative", "4096"]
+    assert page.js_errors == []
+
+
+SMALL = """\
+import medverse_lab as ml
+plan = ml.Plan([ml.Step("1", "a"), ml.Step("2", "b"), ml.Step("3", "c", ["1", "2"])])
+layout = ml.Layout.from_plan(plan, prefix_len=120, step_lens=60, conclusion_len=40)
+mi = ml.MaskInspector(layout, mode="dag")
+mi"""
+TALL = "for i in range(120): print('line', i)  # a long notebook, so the page can scroll"
+SCROLLER = """el => { for (let e = el; e; e = e.parentElement) {
+    const oy = getComputedStyle(e).overflowY;
+    if ((oy === 'auto' || oy === 'scroll') && e.scrollHeight > e.clientHeight) return e.scrollTop; }
+  return -1; }"""
+
+
+def test_a_small_mask_fits_its_canvas_has_an_axis_and_the_wheel_scrolls_the_page(notebook, artifacts):
+    nb = notebook([SMALL, TALL, "print(mi.T)"])
+    nb.run(0)
+    nb.run(1)
+    page = nb.page
+    view = nb.panel.locator(".mv-mask-inspector")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.draws >= 1")
+    T = int(nb.run(2).strip())
+    S = (M // T) * T
+    assert M // 2 < S < M  # one pixel a token: this mask is drawn smaller than the largest size
+    # the canvas fits the matrix, the strip and its axis: no dead band under them
+    base = view.locator("canvas.mv-matrix")
+    assert base.evaluate("c => [c.width, c.height]") == [BAND + S + RIGHT, BAND + S + GAP + STRIP + AXIS]
+    stage = view.locator(".mv-stage").bounding_box()
+    assert stage["height"] == pytest.approx(BAND + S + GAP + STRIP + AXIS, abs=1)
+    # the position strip has axes: token index under it, position right of it, readable numbers
+    xs = view.locator(".mv-tick-x")
+    ys = view.locator(".mv-tick-y")
+    assert xs.count() >= 3 and ys.count() >= 2
+    xt = [int(t.replace(",", "")) for t in xs.all_inner_texts()]
+    assert xt == sorted(xt) and xt[0] == 0 and xt[-1] < T
+    yt = [int(t.replace(",", "")) for t in ys.all_inner_texts()]
+    assert yt == sorted(yt) and yt[-1] <= T
+    for tick in (xs.first, ys.last):
+        assert float(tick.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")) >= 11
+        box, sbox = tick.bounding_box(), stage
+        assert sbox["y"] <= box["y"] and box["y"] + box["height"] <= sbox["y"] + sbox["height"] + 1
+    caption = view.locator(".mv-caption").inner_text()
+    assert f"T = {T} tokens ({T} × {T} = {T * T:,} cells)" in caption
+
+    # a plain wheel over the mask scrolls the notebook and leaves the zoom alone
+    overlay = view.locator("canvas.mv-overlay")
+    overlay.scroll_into_view_if_needed()
+    box = overlay.bounding_box()
+    page.mouse.move(box["x"] + BAND + S // 2, box["y"] + BAND + S // 3)
+    before = overlay.evaluate(SCROLLER)
+    assert before >= 0
+    page.mouse.wheel(0, 300)
+    page.wait_for_function(f"(() => {{ const f = {SCROLLER}; "
+                           f"return f(document.querySelector('.mv-mask-inspector canvas.mv-overlay')) > {before}; }})()")
+    assert "Zoom" not in view.locator(".mv-caption").inner_text()
+    # Ctrl + wheel zooms (and does not scroll)
+    overlay.scroll_into_view_if_needed()
+    box = overlay.bounding_box()
+    page.mouse.move(box["x"] + BAND + S // 2, box["y"] + BAND + S // 2)
+    at = overlay.evaluate(SCROLLER)
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-caption').textContent.includes('Zoom')")
+    assert overlay.evaluate(SCROLLER) == at
+    # the buttons: + zooms in further, - back out, Reset shows the whole mask
+    zoom = lambda: view.locator(".mv-caption").inner_text().split("Zoom: rows ")[1]
+    first = zoom()
+    view.get_by_role("button", name="zoom in").click()
+    assert zoom() != first
+    rows = lambda z: [int(v.replace(",", "")) for v in z.split(",")[0].split("–")]
+    (a, b), (c, d) = rows(first), rows(zoom())
+    assert d - c < b - a
+    view.get_by_role("button", name="zoom out").click()
+    view.get_by_role("button", name="Reset zoom").click()
+    assert "Zoom" not in view.locator(".mv-caption").inner_text()
+    assert view.get_by_role("button", name="Reset zoom").is_disabled()
+    nb.screenshots(view, artifacts / "mask_inspector-small")
     assert page.js_errors == []
 
 

@@ -89,6 +89,47 @@ def _luminance(css: str) -> float:
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
+FOCUS = "document.querySelector('.mv-plan-editor').contains(document.activeElement)"
+
+
+def test_delete_and_ctrl_z_work_after_clicking_a_step(notebook):
+    """The hint promises Delete: after a click the redraw replaces the clicked node, and
+    focus must stay in the widget (not fall to <body>) for the keys to arrive."""
+    nb = notebook([SETUP, "import json\n" + STATE, STATE])
+    nb.run(0)
+    view = nb.panel.locator(".mv-plan-editor")
+    assert "Delete removes it" in view.locator(".mv-hint").inner_text()
+    step(view, "2").click()
+    nb.page.wait_for_function("document.querySelector('.mv-plan-editor .mv-transition.mv-selected')"
+                              "?.getAttribute('data-step') === '2'")
+    assert view.locator(".mv-side-title").inner_text() == "Step 2"
+    assert nb.page.evaluate(FOCUS), nb.page.evaluate("document.activeElement.tagName")
+    nb.page.keyboard.press("Delete")
+    step(view, "2").wait_for(state="detached")
+    assert "Valid plan: 2 steps" in view.locator(".mv-status").inner_text()
+    assert nb.page.evaluate(FOCUS)  # the removed node had focus: the widget keeps it
+    s = state(nb, 1)
+    assert [st["id"] for st in s["plan"]["steps"]] == ["1", "3"] and s["plan"]["steps"][1]["deps"] == ["1"]
+
+    step(view, "3").click()  # the cell run above took focus; a click gives it back
+    nb.page.keyboard.press("Control+z")
+    step(view, "2").wait_for()
+    assert "Valid plan: 3 steps" in view.locator(".mv-status").inner_text()
+    nb.page.keyboard.press("Control+Shift+z")
+    step(view, "2").wait_for(state="detached")
+    nb.page.keyboard.press("Control+z")
+    step(view, "2").wait_for()
+    s = state(nb, 2)
+    assert [st["deps"] for st in s["plan"]["steps"]] == [[], [], ["1", "2"]]
+    # the keyboard alone: Tab to a step, Enter selects it, focus stays on that step's new node
+    step(view, "1").focus()
+    nb.page.keyboard.press("Enter")
+    nb.page.wait_for_function("document.querySelector('.mv-plan-editor .mv-transition.mv-selected')"
+                              "?.getAttribute('data-step') === '1'")
+    assert nb.page.evaluate("document.activeElement.getAttribute('data-step')") == "1"
+    assert nb.page.js_errors == []
+
+
 def test_descriptions_render_literally_and_run_nothing(notebook):
     setup = SETUP.replace('"troponin rise -> necrosis"', repr(EVIL))
     nb = notebook([setup, "import json\n" + STATE])

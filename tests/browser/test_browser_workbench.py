@@ -46,9 +46,42 @@ def test_workbench_links_the_three_views(notebook, artifacts):
     view.locator("canvas.mv-overlay").click(position={"x": 18 + drawn - 2, "y": 6})  # the conclusion's band
     page.wait_for_function("document.querySelector('.mv-run-viewer .mv-lane[data-branch=\"conclusion\"]')"
                            ".classList.contains('mv-selected')")
-    output = panel.locator(".jp-OutputArea-output").first
-    nb.screenshots(output, artifacts / "workbench")
+    # the "run my plan" label is whole: nothing in the checkbox clips it
+    box = panel.locator(".widget-checkbox")
+    assert box.inner_text().strip() == "run my plan (below) instead of the model's"
+    clipped = box.evaluate("""el => [el, ...el.querySelectorAll('*')].filter(
+        e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible').length""")
+    assert clipped == 0
+    label = box.locator("span").last.bounding_box()
+    assert label["x"] + label["width"] <= box.bounding_box()["x"] + box.bounding_box()["width"] + 1
+    # one border around the whole workbench, none nested inside it around the views
+    for cls in ("mv-run-viewer", "mv-plan-editor", "mv-mask-inspector"):
+        assert _framed_ancestors(panel.locator(f".{cls}")) == ["mv-workbench"], cls
+    panel.locator(".lm-TabBar-tab", has_text="Plan").click()
+    assert _framed_ancestors(panel.locator(".mv-plan-editor")) == ["mv-workbench"]
+    workbench = panel.locator(".mv-workbench")
+    page.set_viewport_size({"width": 1400, "height": 2600})  # the whole workbench in one picture
+    try:
+        nb.screenshots(workbench, artifacts / "workbench")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
     assert page.js_errors == []
+
+
+FRAMED = """el => { const out = [];
+  for (let e = el; e && !e.classList.contains('jp-OutputArea-output'); e = e.parentElement) {
+    const cs = getComputedStyle(e);
+    const sides = ['Top', 'Right', 'Bottom', 'Left'].filter(
+      s => parseFloat(cs['border' + s + 'Width']) > 0 && cs['border' + s + 'Style'] !== 'none');
+    const cls = [...e.classList];
+    if (sides.length === 4) out.push(cls.find(c => c.startsWith('mv-')) || cls.find(c => c.startsWith('widget-')) || e.className);
+  }
+  return out; }"""
+
+
+def _framed_ancestors(locator) -> list[str]:
+    """The elements with a border on all four sides from ``locator`` up to its output, innermost first."""
+    return locator.evaluate(FRAMED)
 
 
 MAGICS = [

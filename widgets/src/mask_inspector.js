@@ -2,13 +2,32 @@
 // ImageData on a canvas, segment bands, a position-id strip, the tokens under the
 // cursor, mode and diff selectors; a click asks Python why q can or cannot see k.
 // Larger masks than the canvas are binned (a pixel shows the share of allowed cells, and
-// any differing cell wins); the wheel zooms, dragging pans, a double click resets.
+// any differing cell wins). Ctrl (or Cmd) + wheel and the +/- buttons zoom; a plain wheel
+// is left to the page, so scrolling the notebook over the mask scrolls the notebook.
+// Dragging pans, a double click resets.
 import { bytesOf, cssVar, h } from "./_dom.js";
 
-const M = 560; // matrix size in CSS pixels
+const M = 560; // largest matrix size in CSS pixels; a smaller mask gets a smaller canvas
 const BAND = 18; // segment bands above and left of the matrix
 const GAP = 8;
 const STRIP = 64; // position-id strip under the matrix
+const AXIS = 22; // token-index ticks and numbers under the strip
+const RIGHT = 48; // position ticks and numbers right of the strip
+const FONT = "11px sans-serif"; // canvas labels: no smaller than the notebook's small text
+const MIN_VIEW = 8; // zoom stops at 8 x 8 cells
+
+/** A count with thousands separators: 16777216 -> "16,777,216". */
+const fmt = (n) => Number(n).toLocaleString("en-US");
+
+/** The matrix size in px for T tokens: whole pixels per cell up to M, M when binned. */
+const matrixPx = (T) => (T <= 0 ? 0 : T <= M ? Math.floor(M / T) * T : M);
+
+/** A round tick spacing (1, 2 or 5 x 10^k) giving about `count` ticks over `span`. */
+function niceStep(span, count) {
+  const raw = Math.max(span / Math.max(count, 1), 1);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * p).find((v) => v >= raw);
+}
 const STEP_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
   "#9c755f", "#bab0ac"];
 
@@ -51,27 +70,40 @@ function render({ model, el }) {
   const diffLabel = h("label", "", "Diff with ");
   const diffSelect = h("select", "mv-diff", null, { "aria-label": "diff mode" });
   diffLabel.append(diffSelect);
+  const zoomOutBtn = h("button", "mv-button mv-zoom-out", "−", { type: "button", title: "Zoom out", "aria-label": "zoom out" });
+  const zoomInBtn = h("button", "mv-button mv-zoom-in", "+", { type: "button", title: "Zoom in", "aria-label": "zoom in" });
   const resetBtn = h("button", "mv-button", "Reset zoom", { type: "button", title: "Show the whole mask" });
-  controls.append(modeLabel, diffLabel, resetBtn);
+  const zoomHint = h("span", "mv-hint", "Ctrl/⌘ + wheel zooms, drag pans");
+  controls.append(modeLabel, diffLabel, zoomOutBtn, zoomInBtn, resetBtn, zoomHint);
   const caption = h("div", "mv-caption");
   const legend = h("div", "mv-legend");
   const stage = h("div", "mv-stage");
   const base = h("canvas", "mv-matrix");
   const overlay = h("canvas", "mv-overlay");
-  stage.append(base, overlay);
+  const ticks = h("div", "mv-ticks", null, { "aria-hidden": "true" }); // axis numbers, as text
+  stage.append(base, overlay, ticks);
   const hoverLine = h("div", "mv-hover", null, { "aria-live": "polite" });
   const explainBox = h("div", "mv-explain", null, { role: "status" });
   const notice = h("div", "mv-notice");
   root.append(controls, caption, legend, stage, hoverLine, explainBox, notice);
   el.append(root);
 
-  const W = BAND + M;
-  const H = BAND + M + GAP + STRIP;
-  for (const c of [base, overlay]) {
-    c.width = W;
-    c.height = H;
-    c.style.width = `${W}px`;
-    c.style.height = `${H}px`;
+  // The canvas fits the mask (no dead band under a small one): sized again when T changes.
+  let S = 0; // matrix size in px
+  let W = 0;
+  let H = 0;
+  function size() {
+    S = matrixPx(T);
+    W = BAND + S + RIGHT;
+    H = BAND + S + GAP + STRIP + AXIS;
+    for (const c of [base, overlay]) {
+      if (c.width === W && c.height === H) continue;
+      c.width = W;
+      c.height = H;
+      c.style.width = `${W}px`;
+      c.style.height = `${H}px`;
+    }
+    root.dataset.matrixPx = String(S);
   }
   const ctx = base.getContext("2d");
   const octx = overlay.getContext("2d");
@@ -92,6 +124,7 @@ function render({ model, el }) {
     branchOf = new Int32Array(T);
     model.get("segments").forEach((seg, j) => branchOf.fill(j, seg.start, seg.stop));
     if (view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) view = { r0: 0, c0: 0, n: T };
+    size();
   }
   const segOf = (i) => model.get("segments")[branchOf[i]];
   function segColor(j, segs) {
@@ -102,8 +135,8 @@ function render({ model, el }) {
   }
 
   // ----- geometry: the visible window onto the matrix ----------------------------------------
-  const D = () => (view.n <= M ? Math.floor(M / view.n) * view.n : M); // drawn size in px
-  const cell = () => D() / Math.max(view.n, 1); // px per cell (fractional when binned)
+  const D = () => S; // drawn size in px, the same at every zoom
+  const cell = () => D() / Math.max(view.n, 1); // px per cell (fractional when zoomed or binned)
   const toRow = (py) => view.r0 + Math.min(view.n - 1, Math.floor(py / cell()));
   const toCol = (px) => view.c0 + Math.min(view.n - 1, Math.floor(px / cell()));
 
@@ -112,7 +145,7 @@ function render({ model, el }) {
   function draw() {
     const t0 = performance.now();
     ctx.clearRect(0, 0, W, H);
-    if (T === 0) return;
+    if (T === 0) { ticks.replaceChildren(); return; }
     const d = D();
     const colors = {
       allowed: rgb(cssVar(root, "--jp-brand-color1", "#1976d2")),
@@ -124,24 +157,27 @@ function render({ model, el }) {
     const px = img.data;
     const n = view.n;
     const hasDiff = diff.length > 0;
-    // bin every visible cell into its pixel: allowed, only-in-mode, only-in-diff-mode counts
-    const pixRow = new Int32Array(n);
-    for (let i = 0; i < n; i++) pixRow[i] = Math.min(d - 1, Math.floor((i * d) / n));
-    const bins = n <= d ? n : d;
+    // Each visible cell falls in a bin: itself when the cells are at least a pixel wide
+    // (a cell then covers one or more whole pixels), else the pixel it lands in. Count
+    // per bin: allowed cells, cells only in the mode, cells only in the diff mode.
+    const bins = Math.min(n, d);
+    const binOf = new Int32Array(n);
+    for (let i = 0; i < n; i++) binOf[i] = Math.min(bins - 1, Math.floor((i * bins) / n));
+    const pixBin = new Int32Array(d);
+    for (let p = 0; p < d; p++) pixBin[p] = Math.min(bins - 1, Math.floor((p * bins) / d));
     const allowed = new Uint32Array(bins * bins);
     const onlyA = hasDiff ? new Uint32Array(bins * bins) : null;
     const onlyB = hasDiff ? new Uint32Array(bins * bins) : null;
-    const binOf = n <= d ? (i) => i : (i) => pixRow[i];
     const span = new Uint32Array(bins);
-    for (let i = 0; i < n; i++) span[binOf(i)]++;
+    for (let i = 0; i < n; i++) span[binOf[i]]++;
     for (let r = 0; r < n; r++) {
       const q = view.r0 + r;
-      const rowBase = binOf(r) * bins;
+      const rowBase = binOf[r] * bins;
       const start = q * T + view.c0;
       for (let c = 0; c < n; c++) {
         const b = start + c;
         const a = (bits[b >> 3] >> (7 - (b & 7))) & 1;
-        const at = rowBase + binOf(c);
+        const at = rowBase + binOf[c];
         allowed[at] += a;
         if (hasDiff && (diff[b >> 3] >> (7 - (b & 7))) & 1) {
           if (a) onlyA[at]++;
@@ -149,31 +185,26 @@ function render({ model, el }) {
         }
       }
     }
-    const colorOf = (at, total) => {
-      if (hasDiff && (onlyA[at] || onlyB[at])) return onlyA[at] >= onlyB[at] ? colors.onlyA : colors.onlyB;
-      const f = allowed[at] / total;
-      return [0, 1, 2].map((j) => colors.blocked[j] + f * (colors.allowed[j] - colors.blocked[j]));
-    };
-    if (n <= d) {
-      const cpx = d / n;
-      for (let r = 0; r < n; r++) {
-        for (let c = 0; c < n; c++) {
-          const col = colorOf(r * bins + c, 1);
-          for (let y = r * cpx; y < (r + 1) * cpx; y++) {
-            for (let x = c * cpx; x < (c + 1) * cpx; x++) {
-              const o = (y * d + x) * 4;
-              px[o] = col[0]; px[o + 1] = col[1]; px[o + 2] = col[2]; px[o + 3] = 255;
-            }
-          }
+    // one colour per bin (any differing cell wins), then every pixel takes its bin's
+    const binRgb = new Uint8ClampedArray(bins * bins * 3);
+    for (let by = 0; by < bins; by++) {
+      for (let bx = 0; bx < bins; bx++) {
+        const at = by * bins + bx;
+        let col;
+        if (hasDiff && (onlyA[at] || onlyB[at])) col = onlyA[at] >= onlyB[at] ? colors.onlyA : colors.onlyB;
+        else {
+          const f = allowed[at] / (span[by] * span[bx]);
+          col = [0, 1, 2].map((j) => colors.blocked[j] + f * (colors.allowed[j] - colors.blocked[j]));
         }
+        binRgb[at * 3] = col[0]; binRgb[at * 3 + 1] = col[1]; binRgb[at * 3 + 2] = col[2];
       }
-    } else {
-      for (let y = 0; y < d; y++) {
-        for (let x = 0; x < d; x++) {
-          const col = colorOf(y * d + x, span[y] * span[x]);
-          const o = (y * d + x) * 4;
-          px[o] = col[0]; px[o + 1] = col[1]; px[o + 2] = col[2]; px[o + 3] = 255;
-        }
+    }
+    for (let y = 0; y < d; y++) {
+      const rowBase = pixBin[y] * bins;
+      for (let x = 0; x < d; x++) {
+        const at = (rowBase + pixBin[x]) * 3;
+        const o = (y * d + x) * 4;
+        px[o] = binRgb[at]; px[o + 1] = binRgb[at + 1]; px[o + 2] = binRgb[at + 2]; px[o + 3] = 255;
       }
     }
     ctx.putImageData(img, BAND, BAND);
@@ -188,7 +219,7 @@ function render({ model, el }) {
   function drawBands(d) {
     const segs = model.get("segments");
     const scale = d / view.n;
-    ctx.font = "10px sans-serif";
+    ctx.font = FONT;
     ctx.textBaseline = "middle";
     segs.forEach((seg, j) => {
       const color = segColor(j, segs);
@@ -227,10 +258,11 @@ function render({ model, el }) {
     ctx.translate(BAND - 4, top + STRIP / 2);
     ctx.rotate(-Math.PI / 2);
     ctx.fillStyle = cssVar(root, "--jp-ui-font-color2", "#666");
-    ctx.font = "9px sans-serif";
+    ctx.font = FONT;
     ctx.textAlign = "center";
     ctx.fillText("pos", 0, 0);
     ctx.restore();
+    ctx.textAlign = "start";
     const segs = model.get("segments");
     // one scale for both series (medverse-sft positions can go negative: the double shift)
     let minPos = 0;
@@ -242,6 +274,7 @@ function render({ model, el }) {
       }
     }
     const yOf = (p) => top + STRIP - 2 - ((p - minPos) / (maxPos - minPos || 1)) * (STRIP - 4);
+    drawAxes(d, top, minPos, maxPos, yOf);
     const series = [[pos, null]];
     if (diffPos.length) series.push([diffPos, cssVar(root, "--jp-error-color1", "#d32f2f")]);
     const scale = d / view.n;
@@ -259,6 +292,36 @@ function render({ model, el }) {
       }
     }
     ctx.globalAlpha = 1;
+  }
+
+  // Axes of the strip: token index under it (the matrix's columns too), position right of
+  // it. Tick marks on the canvas; the numbers are text elements, so they read at the
+  // notebook's font size in both themes.
+  function drawAxes(d, top, minPos, maxPos, yOf) {
+    const dim = cssVar(root, "--jp-ui-font-color2", "#666");
+    const labels = [];
+    const label = (text, x, y, cls) => {
+      const t = h("span", `mv-tick ${cls}`, text);
+      t.style.left = `${x}px`;
+      t.style.top = `${y}px`;
+      labels.push(t);
+    };
+    ctx.fillStyle = dim;
+    const scale = d / view.n;
+    const last = view.c0 + view.n - 1;
+    const xStep = niceStep(view.n, Math.max(2, Math.floor(d / 80)));
+    for (let v = Math.ceil(view.c0 / xStep) * xStep; v <= last; v += xStep) {
+      const x = BAND + (v - view.c0 + 0.5) * scale;
+      ctx.fillRect(Math.round(x), top + STRIP, 1, 4);
+      label(fmt(v), x, top + STRIP + 5, "mv-tick-x");
+    }
+    const yStep = niceStep(maxPos - minPos, 3);
+    for (let v = Math.ceil(minPos / yStep) * yStep; v <= maxPos; v += yStep) {
+      const y = yOf(v);
+      ctx.fillRect(BAND + d, Math.round(y), 4, 1);
+      label(fmt(v), BAND + d + 6, y, "mv-tick-y");
+    }
+    ticks.replaceChildren(...labels);
   }
 
   function drawOverlay() {
@@ -315,8 +378,8 @@ function render({ model, el }) {
   const describe = (i) => {
     const seg = segOf(i);
     const where = seg.branch === "prefix" || seg.branch === "conclusion" ? seg.branch : `step ${seg.branch}`;
-    const alt = diffPos.length ? `/${diffPos[i]}` : "";
-    return `${i} (${where}, pos ${pos[i]}${alt})${tokenText(i)}`;
+    const alt = diffPos.length ? `/${fmt(diffPos[i])}` : "";
+    return `${fmt(i)} (${where}, pos ${fmt(pos[i])}${alt})${tokenText(i)}`;
   };
   function showHover() {
     if (!hover) { hoverLine.textContent = ""; return; }
@@ -333,8 +396,8 @@ function render({ model, el }) {
     explainBox.classList.add(e.allowed ? "mv-allowed" : "mv-blocked");
     const where = (b) => (b === "prefix" || b === "conclusion" ? b : `step ${b}`);
     const lines = [
-      `${e.mode}: q ${e.q} (${where(e.q_branch)}, pos ${e.q_position}) ${e.allowed ? "CAN" : "CANNOT"} see `
-        + `k ${e.k} (${where(e.k_branch)}, pos ${e.k_position}) [${e.reason}]`,
+      `${e.mode}: q ${fmt(e.q)} (${where(e.q_branch)}, pos ${fmt(e.q_position)}) ${e.allowed ? "CAN" : "CANNOT"} see `
+        + `k ${fmt(e.k)} (${where(e.k_branch)}, pos ${fmt(e.k_position)}) [${e.reason}]`,
       e.text,
     ];
     if (e.q_text !== undefined) lines.push(`q = ${JSON.stringify(e.q_text)}, k = ${JSON.stringify(e.k_text)}`);
@@ -357,10 +420,14 @@ function render({ model, el }) {
     const diffMode = model.get("diff_mode");
     const runMode = model.get("run_mode");
     const segs = model.get("segments");
-    let text = `T = ${T} tokens, ${Math.max(segs.length - 2, 0)} steps. ${mode}: ${desc[mode] || ""}.`;
+    let text = `T = ${fmt(T)} tokens (${fmt(T)} × ${fmt(T)} = ${fmt(T * T)} cells), `
+      + `${Math.max(segs.length - 2, 0)} steps. ${mode}: ${desc[mode] || ""}.`;
     if (runMode) text += ` The run was decoded in ${runMode}.`;
-    if (diffMode) text += ` ${model.get("diff_count")} cells differ between ${mode} and ${diffMode}.`;
-    if (view.n < T) text += ` Zoom: rows ${view.r0}–${view.r0 + view.n - 1}, columns ${view.c0}–${view.c0 + view.n - 1}.`;
+    if (diffMode) text += ` ${fmt(model.get("diff_count"))} cells differ between ${mode} and ${diffMode}.`;
+    if (view.n < T) {
+      text += ` Zoom: rows ${fmt(view.r0)}–${fmt(view.r0 + view.n - 1)}, `
+        + `columns ${fmt(view.c0)}–${fmt(view.c0 + view.n - 1)}.`;
+    }
     caption.textContent = text;
     const sw = (label, color) => {
       const item = h("span", "", null);
@@ -375,7 +442,8 @@ function render({ model, el }) {
         sw(`only ${diffMode}`, "var(--jp-error-color1, #d32f2f)"));
     }
     legend.replaceChildren(...items);
-    resetBtn.disabled = view.n >= T;
+    resetBtn.disabled = zoomOutBtn.disabled = view.n >= T;
+    zoomInBtn.disabled = view.n <= Math.min(MIN_VIEW, T);
     notice.textContent = model.get("notice");
   }
 
@@ -427,22 +495,30 @@ function render({ model, el }) {
     scheduleOverlay();
   });
   const clamp = (v, n) => Math.max(0, Math.min(T - n, v));
-  overlay.addEventListener("wheel", (e) => {
-    const [x, y] = local(e);
-    if (!inMatrix(x, y)) return;
-    e.preventDefault();
-    const q = toRow(y - BAND);
-    const k = toCol(x - BAND);
-    const n = Math.max(8, Math.min(T, Math.round(view.n * (e.deltaY > 0 ? 1.25 : 0.8))));
-    const fy = (y - BAND) / D();
-    const fx = (x - BAND) / D();
+  // Zoom by `factor` (< 1 zooms in) keeping the cell at fractions (fy, fx) of the view in place.
+  function zoom(factor, fy = 0.5, fx = 0.5) {
+    const q = view.r0 + fy * view.n;
+    const k = view.c0 + fx * view.n;
+    const n = Math.max(Math.min(MIN_VIEW, T), Math.min(T, Math.round(view.n * factor)));
+    if (n === view.n) return;
     view = { n, r0: clamp(Math.round(q - fy * n), n), c0: clamp(Math.round(k - fx * n), n) };
     draw();
     showControls();
     scheduleOverlay();
+  }
+  overlay.addEventListener("wheel", (e) => {
+    // Only Ctrl/Cmd + wheel (a trackpad pinch too) zooms: a plain wheel scrolls the page.
+    if (!(e.ctrlKey || e.metaKey)) return;
+    const [x, y] = local(e);
+    if (!inMatrix(x, y)) return;
+    e.preventDefault();
+    zoom(e.deltaY > 0 ? 1.25 : 0.8, (y - BAND) / D(), (x - BAND) / D());
   }, { passive: false });
-  overlay.addEventListener("dblclick", () => { view = { r0: 0, c0: 0, n: T }; draw(); showControls(); });
-  resetBtn.addEventListener("click", () => { view = { r0: 0, c0: 0, n: T }; draw(); showControls(); });
+  const reset = () => { view = { r0: 0, c0: 0, n: T }; draw(); showControls(); scheduleOverlay(); };
+  overlay.addEventListener("dblclick", reset);
+  resetBtn.addEventListener("click", reset);
+  zoomInBtn.addEventListener("click", () => zoom(0.5));
+  zoomOutBtn.addEventListener("click", () => zoom(2));
   modeSelect.addEventListener("change", () => { model.set("mode", modeSelect.value); model.save_changes(); });
   diffSelect.addEventListener("change", () => { model.set("diff_mode", diffSelect.value); model.save_changes(); });
 

@@ -92,7 +92,7 @@ function render({ model, el }) {
     linking = on;
     linkFrom = null;
     linkBtn.setAttribute("aria-pressed", String(on));
-    drawNet();
+    keepFocus(drawNet);
   }
 
   function clickStep(id) {
@@ -105,7 +105,21 @@ function render({ model, el }) {
       send("toggle", { dependency: linkFrom, step: id });
       linkFrom = null;
     }
-    drawNet();
+    keepFocus(drawNet);
+  }
+
+  // A redraw replaces the SVG nodes, so a focused step would vanish and focus fall to
+  // <body>, where Delete and Ctrl+Z reach no handler. Give focus back after a redraw: to
+  // the same step's new node (Tab and Enter keep working), else to the root.
+  function keepFocus(draw) {
+    const active = document.activeElement;
+    const had = root.contains(active);
+    const step = had && active.closest ? active.closest(".mv-transition")?.getAttribute("data-step") : null;
+    draw();
+    if (!had || root.contains(document.activeElement)) return;
+    const again = step === null ? null
+      : [...svg.querySelectorAll(".mv-transition")].find((g) => g.getAttribute("data-step") === step);
+    (again || root).focus({ preventScroll: true });
   }
 
   // ----- drawing ------------------------------------------------------------------------
@@ -242,7 +256,7 @@ function render({ model, el }) {
     notice.textContent = model.get("notice");
   }
 
-  const redraw = () => { drawNet(); drawSide(); drawStatus(); };
+  const redraw = () => keepFocus(() => { drawNet(); drawSide(); drawStatus(); });
   const traits = ["draft", "errors", "graph", "marking", "frontier", "fired", "running", "selected",
     "can_undo", "can_redo", "notice", "busy", "has_engine", "question"];
   for (const name of traits) model.on(`change:${name}`, redraw);
