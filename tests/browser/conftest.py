@@ -152,14 +152,20 @@ def pytest_runtest_makereport(item, call):
         item.browser_failed = True
 
 
-@pytest.fixture
-def page(browser):
+def open_page(browser):
+    """A fresh browser context and its page; ``page.js_errors`` collects uncaught JS errors."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.js_errors = errors
+    return context, pg
+
+
+@pytest.fixture
+def page(browser):
+    context, pg = open_page(browser)
     yield pg
     context.close()
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from .conftest import Notebook
+from .conftest import Notebook, open_page
 
 pytestmark = pytest.mark.browser
 
@@ -48,12 +48,7 @@ def _saved_outputs(path) -> list[list[dict]]:
 
 def _reopen(browser, lab, name: str):
     """The notebook in a fresh page (a new browser context): nothing run, a new kernel."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
+    context, page = open_page(browser)
     return context, Notebook(page, lab, name, None)
 
 
