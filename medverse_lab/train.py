@@ -1,15 +1,19 @@
 """Topology-aware supervised fine-tuning.
 
 Each example is a MedVerse record (system, user and assistant turns; any shape
-:func:`medverse_lab.records.turns` reads). Its tokens are
-laid out with :class:`~medverse_lab.Layout` and trained with the mask and positions of
-the chosen mode, the very functions the engine decodes with. The loss covers the
-assistant turn only, and only tokens whose logical predecessor they can see: the first
-token of a step is never predicted from a sibling's last token, because no decoder ever
-does that.
+:func:`medverse_lab.records.turns` reads), batched by :class:`~medverse_lab.TopologyCollator`
+with the mask and positions of the chosen mode, the very functions the engine decodes with.
+The loss covers the assistant turn only, and only tokens whose logical predecessor they
+can see: the first token of a step is never predicted from a sibling's last token, because
+no decoder ever does that.
 
     from medverse_lab.train import TrainConfig, train
     train(TrainConfig(data="train.jsonl", out="runs/dag", mode="dag", steps=1000))
+
+Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the same call trains with N
+processes: each takes every N-th example of a batch, gradients are all-reduced (DDP; gloo on
+CPU, NCCL on CUDA), and only rank 0 writes the checkpoint. The loss is normalised by the
+tokens of the whole batch, so N processes take the steps one process would.
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .layout import Layout
-from .prompt import chat_prefix
+from . import distributed
+from .collator import IGNORE, TopologyCollator, TopologyExample, split_record  # noqa: F401 (split_record: its old home)
 from .records import load_records, turns
-from .tokens import tag_ids, to_dtype, train_tokenizer
-from .topology import MODES, attention_mask, check_mode, position_ids
+from .tokens import add_medverse_tokens, tag_ids, to_dtype, train_tokenizer
+from .topology import MODES, check_mode
 
 
 @dataclass
@@ -40,8 +45,8 @@ class TrainConfig:
     mode: str = "dag"                      # one of MODES; recorded as config.medverse_mode
     eval_data: str | None = None           # JSONL; default: hold out eval_fraction of data
     eval_fraction: float = 0.02
-    init: str | None = None                # a checkpoint to fine-tune; default: a new Qwen2 model
-    tokenizer: str | None = None           # a tokenizer folder; default: train a BPE on the data
+    init: str | None = None                # a local causal-LM folder to fine-tune; default: a new Qwen2 model
+    tokenizer: str | None = None           # a tokenizer folder; default: init's, else a BPE trained on the data
     vocab_size: int = 4096
     hidden_size: int = 256
     num_layers: int = 5
@@ -49,7 +54,7 @@ class TrainConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 688
     max_len: int = 512                     # longer examples are skipped, never truncated
-    batch_size: int = 8
+    batch_size: int = 8                    # examples per optimizer micro-step, over all processes
     grad_accum: int = 1
     steps: int = 1000                      # optimizer steps
     lr: float = 3e-3
@@ -70,54 +75,6 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "steps", "max_len", "eval_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)}: must be >= 1")
-
-
-@dataclass
-class Example:
-    ids: list[int]
-    loss_from: int  # first index of the assistant turn
-    layout: Layout = field(repr=False)
-
-
-def split_record(record: dict) -> tuple[str | None, str, str]:
-    """``(system, user, assistant)`` of a record; ``ValueError`` naming it when it lacks
-    the user or the assistant turn."""
-    system, user, assistant = turns(record)
-    if user is None or assistant is None:
-        rid = record.get("id", "?") if isinstance(record, dict) else "?"
-        raise ValueError(f"record {rid!r} has no user and assistant turns (messages, conversations or ChatML text)")
-    return system, user, assistant
-
-
-def encode(record: dict, tokenizer) -> Example:
-    """Token ids of prompt + assistant turn (+ eos) and their layout."""
-    system, user, assistant = split_record(record)
-    prompt = tokenizer(chat_prefix(tokenizer, user, system), add_special_tokens=False)["input_ids"]
-    answer = tokenizer(assistant, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids = prompt + answer
-    return Example(ids, len(prompt), Layout.from_token_ids(ids, tokenizer))
-
-
-def collate(examples: list[Example], mode: str, pad_id: int) -> dict[str, torch.Tensor]:
-    """A padded batch: ids, an additive float mask ``[B, 1, L, L]``, positions, labels."""
-    L = max(len(e.ids) for e in examples)
-    B = len(examples)
-    ids = torch.full((B, L), pad_id, dtype=torch.long)
-    labels = torch.full((B, L), -100, dtype=torch.long)
-    allowed = torch.eye(L, dtype=torch.bool).repeat(B, 1, 1)  # padding sees itself: no empty rows
-    pos = torch.zeros((B, L), dtype=torch.long)
-    for b, e in enumerate(examples):
-        T = len(e.ids)
-        ids[b, :T] = torch.tensor(e.ids)
-        mask = attention_mask(e.layout, mode)
-        allowed[b, :T, :T] = mask
-        pos[b, :T] = position_ids(e.layout, mode)
-        target = torch.zeros(T, dtype=torch.bool)
-        target[max(1, e.loss_from):] = True
-        target[1:] &= mask.diagonal(-1)  # the predecessor must be visible
-        labels[b, :T][target] = ids[b, :T][target]
-    float_mask = torch.zeros((B, 1, L, L)).masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
-    return {"input_ids": ids, "attention_mask": float_mask, "position_ids": pos, "labels": labels}
 
 
 def new_model(cfg: TrainConfig, tokenizer):
@@ -143,42 +100,108 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _prepare(cfg: TrainConfig, tokenizer, records, what: str) -> tuple[list[Example], int]:
-    examples, skipped, shortest = [], 0, None
-    for r in tqdm(records, desc="encoding", leave=False, mininterval=1.0):
-        try:
-            e = encode(r, tokenizer)
-        except ValueError as exc:  # PlanError, LayoutError, a record without turns
-            raise ValueError(f"record {r.get('id', '?')!r} in {cfg.data}: {exc}") from None
-        if len(e.ids) > cfg.max_len:
-            skipped += 1
-            shortest = min(shortest or len(e.ids), len(e.ids))
-        else:
-            examples.append(e)
-    if not examples:
-        raise ValueError(f"no {what} example fits max_len={cfg.max_len}: the shortest of {len(records)} "
-                         f"is {shortest} tokens; raise max_len or grow the tokenizer's vocabulary")
-    return examples, skipped
+def local_checkpoint(path: str) -> Path:
+    """``path`` as a local checkpoint folder with safetensors weights, else
+    ``FileNotFoundError`` saying what is missing: nothing is downloaded."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"init {path!r} is not a local folder: fine-tuning starts from a checkpoint folder on "
+                                "this machine (config.json, *.safetensors, tokenizer files); nothing is downloaded")
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(f"init {folder} needs config.json and *.safetensors weights (save with "
+                                "model.save_pretrained(folder, safe_serialization=True))")
+    return folder
+
+
+def _tokenizer_and_model(cfg: TrainConfig, records: list[dict], job: distributed.Job):
+    """The tokenizer and model a fresh run starts from, the same on every process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if cfg.init:
+        init = local_checkpoint(cfg.init)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or init, local_files_only=True, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, use_safetensors=True,
+                                                     local_files_only=True, trust_remote_code=False)
+        add_medverse_tokens(tokenizer, model)  # the 12 tags as single tokens, embeddings resized
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer, model
+    if cfg.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer, local_files_only=True)
+    else:
+        # rank 0 trains the BPE and hands it to the others: every process must cut text alike
+        texts = [t for r in records for t in turns(r) if t] if job.main else []
+        tokenizer = distributed.from_main(job, train_tokenizer(texts, vocab_size=cfg.vocab_size) if job.main else None)
+    tag_ids(tokenizer)  # the tags must be single tokens
+    return tokenizer, new_model(cfg, tokenizer)
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Example], cfg: TrainConfig, pad_id: int, device) -> float:
-    """Mean token loss over the first ``eval_batches`` batches of ``examples``."""
+def evaluate_loss(model, examples: list[TopologyExample], cfg: TrainConfig, collator: TopologyCollator, device,
+                  job: distributed.Job = distributed.Job()) -> float:
+    """Mean token loss over the first ``eval_batches`` batches of ``examples`` (each
+    process takes its share of every batch; the mean is over all of them)."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, min(len(examples), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[i:i + cfg.batch_size], cfg.mode, pad_id).items()}
-        n = int((batch["labels"][:, 1:] != -100).sum())
-        total += float(model(**batch).loss) * n
-        count += n
+        part = distributed.shard(examples[i:i + cfg.batch_size], job)
+        if not part:
+            continue
+        batch = {k: v.to(device) for k, v in collator(part).items()}
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        if n:
+            total += float(model(**batch).loss) * n
+            count += n
     model.train()
+    total, count = distributed.all_sum(job, total, count)
     return total / max(1, count)
 
 
-def save_checkpoint(model, tokenizer, optimizer, cfg: TrainConfig, step: int, history: list[dict]) -> Path:
+MODEL_CARD = """\
+---
+library_name: transformers
+tags: [medverse, medverse-lab, {mode}]
+---
+# {name}
+
+A MedVerse model (plan, steps decoded in parallel, conclusion) trained by `medverse_lab.train`.
+
+| | |
+|---|---|
+| mode | `{mode}` (`config.medverse_mode`): trained with `ml.attention_mask(layout, "{mode}")` and `ml.position_ids(layout, "{mode}")`, loss on the assistant turn |
+| data | `{data}`: {examples} training examples ({skipped} longer than {max_len} tokens skipped); eval: {eval} |
+| started from | {init} |
+| model | {arch}, {params:,} parameters, vocabulary {vocab} |
+| schedule | {step} of {steps} steps, batch {batch_size} x {grad_accum} over {processes} process(es), AdamW lr {lr}, warm-up {warmup}, cosine to {min_lr_ratio}x, seed {seed} |
+| loss | train {loss}, eval {eval_loss} (step {eval_step}) |
+
+Load it with `ml.Engine.load("{out}")` (the engine decodes with mode `{mode}` by default).
+The full settings are in `train_config.json`, the loss per step in `history.json`.
+"""
+
+
+def model_card(model, cfg: TrainConfig, step: int, history: list[dict], facts: dict) -> str:
+    """The checkpoint's README.md: mode, data, starting point, size, schedule, losses."""
+    last_eval = next((h for h in reversed(history) if "eval_loss" in h), {})
+    init = f"`{cfg.init}` (the 12 MedVerse tags added, embeddings resized)" if cfg.init else \
+        "a new Qwen2 model, randomly initialised"
+    return MODEL_CARD.format(
+        name=Path(cfg.out).name, mode=cfg.mode, data=cfg.data, examples=facts.get("examples", "?"),
+        skipped=facts.get("skipped", "?"), max_len=cfg.max_len,
+        eval=f"`{cfg.eval_data}`" if cfg.eval_data else f"{cfg.eval_fraction:.0%} of the data held out",
+        init=init, arch=type(model).__name__, params=sum(p.numel() for p in model.parameters()),
+        vocab=model.get_input_embeddings().weight.shape[0], step=step, steps=cfg.steps,
+        batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, processes=facts.get("processes", 1), lr=cfg.lr,
+        warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio, seed=cfg.seed,
+        loss=history[-1]["loss"] if history else "-", eval_loss=last_eval.get("eval_loss", "-"),
+        eval_step=last_eval.get("step", "-"), out=cfg.out)
+
+
+def save_checkpoint(model, tokenizer, optimizer, cfg: TrainConfig, step: int, history: list[dict],
+                    facts: dict | None = None) -> Path:
     """Weights (safetensors, ``save_dtype``), tokenizer, config with ``medverse_mode``,
-    and the optimizer state for resuming; written to a temp folder then renamed, so a
-    crash never leaves a half-written checkpoint."""
+    the model card, and the optimizer state for resuming; written to a temp folder then
+    renamed, so a crash never leaves a half-written checkpoint."""
     out = Path(cfg.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -192,6 +215,7 @@ def save_checkpoint(model, tokenizer, optimizer, cfg: TrainConfig, step: int, hi
                 "rng": torch.get_rng_state(), "py_rng": random.getstate()}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     (tmp / "history.json").write_text(json.dumps(history, indent=1))
+    (tmp / "README.md").write_text(model_card(model, cfg, step, history, facts or {}))
     if out.exists():
         old = out.with_name(out.name + ".old")
         out.rename(old)
@@ -205,16 +229,31 @@ def save_checkpoint(model, tokenizer, optimizer, cfg: TrainConfig, step: int, hi
 
 
 def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train; returns ``{"history": [...], "out": path, "skipped": n, "seconds": s}``.
+    """Train; returns ``{"history": [...], "out": path, "skipped": n, "seconds": s, "model": model, ...}``.
 
     ``history`` holds ``{"step", "loss", "lr"}`` per step and ``eval_loss`` every
     ``eval_every`` steps. With ``resume=True`` an existing checkpoint in ``out`` is continued.
     ``stop_after`` ends this call after that many steps (saving), as an interruption would;
     a later call with ``resume=True`` carries on with the same schedule and batches.
+    Launched by ``torchrun``/``accelerate launch`` it trains with every process (module docstring).
     """
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    job, joined = distributed.join(device.type)
+    try:
+        if job.distributed and device.type == "cuda":
+            device = torch.device("cuda", job.local_rank)
+        return _train(cfg, device, job, progress, stop_after)
+    finally:
+        distributed.leave(joined)
+
+
+def _train(cfg: TrainConfig, device: torch.device, job: distributed.Job, progress: bool,
+           stop_after: int | None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.batch_size < job.world:
+        raise ValueError(f"batch_size = {cfg.batch_size} is smaller than the {job.world} processes: each process "
+                         "needs at least one example of every batch")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     records = load_records(cfg.data)
@@ -233,19 +272,12 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         start_step = state["step"]
         history = json.loads((out / "history.json").read_text())
     else:
-        if cfg.tokenizer:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
-        else:
-            texts = (f"{m['content']}" for r in records for m in r["messages"])
-            tokenizer = train_tokenizer(texts, vocab_size=cfg.vocab_size)
-        tag_ids(tokenizer)  # the tags must be single tokens
-        if cfg.init:
-            model = AutoModelForCausalLM.from_pretrained(cfg.init, dtype=torch.float32, use_safetensors=True)
-        else:
-            model = new_model(cfg, tokenizer)
+        tokenizer, model = _tokenizer_and_model(cfg, records, job)
     model.config._attn_implementation = "sdpa"
     model.to(device).train()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # DDP all-reduces (averages) the gradients of every process in backward
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if job.distributed else model
 
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
@@ -255,8 +287,11 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         rng.shuffle(shuffled)
         n_eval = max(1, int(len(shuffled) * cfg.eval_fraction))
         train_records, eval_records = shuffled[n_eval:], shuffled[:n_eval]
-    train_examples, skipped = _prepare(cfg, tokenizer, train_records, "training")
-    eval_examples, _ = _prepare(cfg, tokenizer, eval_records, "eval")
+    collator = TopologyCollator(tokenizer, cfg.mode, cfg.max_len)
+    train_examples = collator.prepare(train_records, source=cfg.data, progress=False, warn=False)
+    skipped = len(collator.skipped)
+    eval_examples = collator.prepare(eval_records, source=cfg.eval_data or cfg.data, progress=False, warn=False)
+    facts = {"examples": len(train_examples), "skipped": skipped, "processes": job.world}
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -270,7 +305,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     # one fixed permutation per epoch, derived from the seed, so a resumed run sees the same batches
     per_step = cfg.batch_size * cfg.grad_accum
 
-    def batch_at(step: int, micro: int) -> list[Example]:
+    def batch_at(step: int, micro: int) -> list[TopologyExample]:
         k = (step * cfg.grad_accum + micro) * cfg.batch_size
         epoch, offset = divmod(k, len(train_examples))
         order = list(range(len(train_examples)))
@@ -278,35 +313,48 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         idx = [order[(offset + j) % len(order)] for j in range(cfg.batch_size)]
         return [train_examples[i] for i in idx]
 
+    def save(step: int) -> None:
+        if job.main:  # one writer; the others wait so that nobody reads a half-renamed folder
+            save_checkpoint(model, tokenizer, optimizer, cfg, step, history, facts)
+        distributed.barrier(job)
+
     t0 = time.perf_counter()
     end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
-    bar = tqdm(range(start_step, end_step), initial=start_step, total=cfg.steps, disable=not progress,
-               desc=f"train {cfg.mode}", mininterval=2.0)
+    bar = tqdm(range(start_step, end_step), initial=start_step, total=cfg.steps, disable=not (progress and job.main),
+               desc=f"train {cfg.mode}" + (f" x{job.world}" if job.distributed else ""), mininterval=2.0)
     for step in bar:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        micro = [collator(distributed.shard(batch_at(step, m), job)) for m in range(cfg.grad_accum)]
+        # normalise by the loss tokens of the whole step (all micro-batches, all processes)
+        local = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+        n_tokens = max(1, int(distributed.all_sum(job, local)[0]))
         loss_sum = 0.0
-        for micro in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in collate(batch_at(step, micro), cfg.mode, pad_id).items()}
-            loss = model(**batch).loss / cfg.grad_accum
-            loss.backward()
+        for m, batch in enumerate(micro):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            last = m == len(micro) - 1
+            with nullcontext() if last or not job.distributed else ddp.no_sync():
+                loss = ddp(**batch, num_items_in_batch=n_tokens).loss
+                (loss * job.world).backward()  # DDP averages over processes; each loss is a share of the sum
             loss_sum += loss.item()
+        loss_sum = distributed.all_sum(job, loss_sum)[0]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, "loss": round(loss_sum, 4), "lr": lr}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            record["eval_loss"] = round(evaluate_loss(model, eval_examples, cfg, pad_id, device), 4)
+            record["eval_loss"] = round(evaluate_loss(model, eval_examples, cfg, collator, device, job), 4)
         history.append(record)
         bar.set_postfix(loss=f"{loss_sum:.3f}", **({"eval": record["eval_loss"]} if "eval_loss" in record else {}))
         if (step + 1) % cfg.save_every == 0 or step + 1 == end_step:
-            save_checkpoint(model, tokenizer, optimizer, cfg, step + 1, history)
+            save(step + 1)
     seconds = time.perf_counter() - t0
     if start_step >= cfg.steps:
-        save_checkpoint(model, tokenizer, optimizer, cfg, cfg.steps, history)
+        save(cfg.steps)
     return {"history": history, "out": str(out), "skipped": skipped, "seconds": seconds,
-            "examples": len(train_examples), "examples_per_step": per_step}
+            "examples": len(train_examples), "examples_per_step": per_step, "processes": job.world,
+            "rank": job.rank, "model": model}
 
 
 def config_from_args(args) -> TrainConfig:
@@ -316,6 +364,13 @@ def config_from_args(args) -> TrainConfig:
 
 
 # ----- command line -------------------------------------------------------------------------
+HELP = {
+    "init": "a local causal-LM folder (config.json, *.safetensors, tokenizer) to fine-tune: the 12 MedVerse tags "
+            "are added to its tokenizer and its embeddings resized; the size options are then ignored",
+    "mode": f"mask and positions to train with: {', '.join(MODES)} (default dag)",
+    "batch_size": "examples per micro-step over all processes (torchrun: each takes its share; default 8)",
+}
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint folder")
@@ -331,22 +386,31 @@ def add_arguments(parser) -> None:
             parser.add_argument(flag, dest=f.name, action="store_true", default=None)
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=f"default {f.default}")
+            parser.add_argument(flag, dest=f.name, type=kind, default=None,
+                                help=HELP.get(f.name, f"default {f.default}"), metavar=f.name.upper())
 
 
 def main(args) -> int:
-    if not args.data:
-        from .curate import synthesize, write_jsonl
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    job, joined = distributed.join(torch.device(device).type)  # under torchrun: one data file, written once
+    try:
+        if not args.data:
+            data = Path(args.out).with_name(Path(args.out).name + "-data")
+            seed = args.seed or 0
+            if job.main:
+                from .curate import synthesize, write_jsonl
 
-        data = Path(args.out).with_name(Path(args.out).name + "-data")
-        data.mkdir(parents=True, exist_ok=True)
-        seed = args.seed or 0
-        write_jsonl(synthesize(args.synthesize, seed=seed, split="train"), data / "train.jsonl")
-        args.data = str(data / "train.jsonl")
-        print(f"synthesized {args.synthesize} training records (seed {seed}) into {args.data}")
-    result = train(config_from_args(args))
-    last = result["history"][-1]
-    print(f"trained {len(result['history'])} steps in {result['seconds']:.0f} s on {result['examples']} examples "
-          f"({result['skipped']} too long, skipped); final loss {last['loss']}, eval loss {last.get('eval_loss')}; "
-          f"saved to {result['out']}")
+                data.mkdir(parents=True, exist_ok=True)
+                write_jsonl(synthesize(args.synthesize, seed=seed, split="train"), data / "train.jsonl")
+                print(f"synthesized {args.synthesize} training records (seed {seed}) into {data / 'train.jsonl'}")
+            distributed.barrier(job)
+            args.data = str(data / "train.jsonl")
+        result = train(config_from_args(args))
+    finally:
+        distributed.leave(joined)
+    if job.main:
+        last = result["history"][-1]
+        print(f"trained {len(result['history'])} steps in {result['seconds']:.0f} s on {result['examples']} examples "
+              f"({result['skipped']} too long, skipped) with {result['processes']} process(es); final loss "
+              f"{last['loss']}, eval loss {last.get('eval_loss')}; saved to {result['out']}")
     return 0

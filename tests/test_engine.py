@@ -3,7 +3,6 @@ teacher-forced forward, schedulers, streaming, rerun, seeds, loading and errors.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 
 import polars as pl

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 import medverse_lab as ml
-from medverse_lab.records import load_records
-from medverse_lab.train import TrainConfig, collate, encode, train
+from medverse_lab.collator import tokenize_record
+from medverse_lab.records import load_records, write_jsonl
+from medverse_lab.train import TrainConfig, train
 
 
 def records(n: int, seed: int = 0) -> list[dict]:
@@ -31,11 +33,14 @@ def records(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+def records_file(tmp_path_factory, n: int) -> Path:
+    """``n`` records (seed 0) as a JSONL file in a fresh folder."""
+    return write_jsonl(records(n), tmp_path_factory.mktemp("data") / "train.jsonl")
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in records(64)))
-    return path
+    return records_file(tmp_path_factory, 64)
 
 
 def tiny(data, out, **kw) -> TrainConfig:
@@ -67,22 +72,26 @@ def test_resume_continues_where_it_stopped(data, tmp_path):
 
 def test_batch_uses_the_library_mask_positions_and_loss_rule(tokenizer):
     recs = records(3, seed=1)
-    examples = [encode(r, tokenizer) for r in recs]
-    batch = collate(examples, "dag", pad_id=tokenizer.pad_token_id)
+    collator = ml.TopologyCollator(tokenizer, "dag")
+    examples = collator.prepare(recs)
+    batch = collator(recs)  # the records themselves: prepared once, then found in the cache
+    assert all(collator.example(r) is e for r, e in zip(recs, examples))
     L = batch["input_ids"].shape[1]
-    for b, e in enumerate(examples):
-        T = len(e.ids)
-        mask = ml.attention_mask(e.layout, "dag")
+    for b, (r, e) in enumerate(zip(recs, examples)):
+        T = len(e)
+        layout = ml.Layout.from_token_ids(e.input_ids, tokenizer)
+        loss_from = tokenize_record(r, tokenizer)["loss_from"]
+        mask = ml.attention_mask(layout, "dag")
         assert torch.equal(batch["attention_mask"][b, 0, :T, :T] == 0, mask)
-        assert torch.equal(batch["position_ids"][b, :T], ml.position_ids(e.layout, "dag"))
+        assert torch.equal(batch["position_ids"][b, :T], ml.position_ids(layout, "dag"))
         labels = batch["labels"][b]
-        assert (labels[:e.loss_from] == -100).all()  # no loss on the prompt
-        assert (labels[T:] == -100).all() and (batch["attention_mask"][b, 0, T:, :].amax(-1) == 0).all()
-        for seg in e.layout.segments[2:-1]:  # a step after the first: its <Step> follows a sibling's
+        assert (labels[:loss_from] == -100).all()  # no loss on the prompt
+        assert (labels[T:] == -100).all() and (batch["attention_mask"][b, 0, T:, :T].amax(-1) < 0).all()
+        for seg in layout.segments[2:-1]:  # a step after the first: its <Step> follows a sibling's
             hidden = not mask[seg.start, seg.start - 1]
             assert (labels[seg.start] == -100) == hidden
         assert labels[T - 1] == tokenizer.eos_token_id
-    assert L == max(len(e.ids) for e in examples)
+    assert L == max(len(e) for e in examples)
 
 
 def test_bad_config_and_bad_data_are_explained(tmp_path):
@@ -105,5 +114,5 @@ def test_bad_config_and_bad_data_are_explained(tmp_path):
 
 
 def test_examples_longer_than_max_len_are_reported_not_truncated(data, tmp_path):
-    with pytest.raises(ValueError, match=r"no training example fits max_len=16: the shortest of \d+ is \d+ tokens"):
+    with pytest.raises(ValueError, match=r"no example of .*train.jsonl fits max_len=16: the shortest of \d+ is \d+ tokens"):
         train(tiny(data, tmp_path / "out", max_len=16, steps=1), progress=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-import medverse_lab as ml
 from medverse_lab.widgets import PlanEditor, RunViewer
 
 OUTLINE = """<Outline> Transient Step 1: chest pain + ST elevation -> STEMI; Dependency: [] </Outline>

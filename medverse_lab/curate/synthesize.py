@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import warnings
-from pathlib import Path
 
 import networkx as nx
 from tqdm.auto import tqdm

@@ -13,7 +13,7 @@ tables and JSON) and ``to_dict()``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from ..errors import PlanError
