@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .layout import Layout
 from .prompt import chat_prefix
-from .records import turns
+from .records import training_turns
 from .tokens import tag_ids, to_dtype
 from .topology import MODES, attention_mask, check_mode, position_ids, segment_visibility
 
@@ -46,26 +46,13 @@ def _name(feature, index: int | None, source: str | None) -> str:
     return f"record at position {index}{where}" if index is not None else f"a record{where}"
 
 
-def _turns_or_raise(record: dict, name: str) -> tuple:
-    system, user, assistant = turns(record)
-    if user is None or assistant is None:
-        raise ValueError(f"{name} has no user and assistant turns (messages, conversations or ChatML text)")
-    return system, user, assistant
-
-
-def split_record(record: dict) -> tuple[str | None, str, str]:
-    """``(system, user, assistant)`` of a record; ``ValueError`` naming it when it lacks
-    the user or the assistant turn."""
-    return _turns_or_raise(record, _name(record, None, None))
-
-
 def tokenize_record(record: dict, tokenizer) -> dict:
     """``{"input_ids": prompt + assistant turn + eos, "loss_from": first assistant index}``.
 
     The prompt is the chat prefix the engine decodes from (:func:`medverse_lab.prompt.chat_prefix`);
     usable with ``datasets.Dataset.map`` to tokenize a dataset ahead of training.
     """
-    system, user, assistant = split_record(record)
+    system, user, assistant = training_turns(record, _name(record, None, None))
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos token: a trained turn must end with one (set tokenizer.eos_token)")
     prompt = tokenizer(chat_prefix(tokenizer, user, system), add_special_tokens=False)["input_ids"]
@@ -215,7 +202,7 @@ class TopologyCollator:
             ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
             key = (tuple(ids), feature.get("loss_from"))
         else:
-            ids, key = None, _turns_or_raise(feature, name)
+            ids, key = None, training_turns(feature, name)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
         if ids is None:
@@ -323,4 +310,4 @@ def additive_mask(groups: torch.Tensor, vis: torch.Tensor, dtype=torch.float32) 
 
 
 __all__ = ["TopologyCollator", "TopologyExample", "tokenize_record", "prepare_example", "token_groups",
-           "pad_examples", "allowed_mask", "additive_mask", "split_record"]
+           "pad_examples", "allowed_mask", "additive_mask"]

@@ -80,6 +80,16 @@ def turns(record: dict) -> Turns:
     return Turns(_turn(record, "system"), _turn(record, "user"), _turn(record, "assistant"))
 
 
+def training_turns(record: dict, name: str | None = None) -> Turns:
+    """:func:`turns` of a record to train on: ``ValueError`` naming it (``name``, else its
+    ``id``) when it lacks the user or the assistant turn."""
+    found = turns(record)
+    if found.user is None or found.assistant is None:
+        name = name or f"record {record_id(record, '?')!r}"
+        raise ValueError(f"{name} has no user and assistant turns (messages, conversations or ChatML text)")
+    return found
+
+
 def assistant_text(record: dict) -> str | None:
     """The (last) assistant turn of ``record``, or ``None`` when it has none."""
     return turns(record).assistant
@@ -189,5 +199,5 @@ def _read_json(path: Path):
         raise ValueError(f"{path.name}: expected a JSON list or object of records, got {type(data).__name__}")
 
 
-__all__ = ["Turns", "turns", "assistant_text", "user_text", "replace_assistant", "record_id",
+__all__ = ["Turns", "turns", "training_turns", "assistant_text", "user_text", "replace_assistant", "record_id",
            "read_records", "load_records", "write_jsonl"]

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .collator import IGNORE, TopologyCollator, TopologyExample, split_record  # noqa: F401 (split_record: its old home)
+from .collator import IGNORE, TopologyCollator, TopologyExample
 from .records import load_records, turns
 from .tokens import add_medverse_tokens, tag_ids, to_dtype, train_tokenizer
 from .topology import MODES, check_mode

@@ -10,8 +10,7 @@ import pytest
 import medverse_lab as ml
 from medverse_lab.check import check_record
 from medverse_lab.questions import question_from_record
-from medverse_lab.records import load_records, read_records, replace_assistant, turns, write_jsonl
-from medverse_lab.train import split_record
+from medverse_lab.records import load_records, read_records, replace_assistant, training_turns, turns, write_jsonl
 
 TRACE = ml.curate.synthesize(1, seed=3)[0]
 USER = turns(TRACE).user
@@ -42,7 +41,7 @@ def test_every_shape_reads_as_the_last_round(shape):
 @pytest.mark.parametrize("shape", ["messages", "conversations", "chatml"])
 def test_train_check_and_questions_read_the_same_turns(shape):
     rec = shapes(USER, ANSWER)[shape]
-    assert split_record(rec) == ("S", USER, ANSWER)
+    assert training_turns(rec) == ("S", USER, ANSWER)
     assert check_record(rec) == check_record(TRACE)  # the checker sees the same trace
     q, want = question_from_record(dict(rec, answer_idx=TRACE["answer_idx"]), "x"), question_from_record(TRACE, "x")
     assert (q.question, q.options, q.answer) == (want.question, want.options, want.answer)
@@ -69,9 +68,9 @@ def test_replace_assistant_refuses_a_record_without_one():
         replace_assistant({"id": "r7", "messages": [{"role": "user", "content": "Q"}]}, "x")
 
 
-def test_split_record_names_the_record_missing_a_turn():
+def test_training_turns_names_the_record_missing_a_turn():
     with pytest.raises(ValueError, match="record 'r9' has no user and assistant turns"):
-        split_record({"id": "r9", "messages": [{"role": "user", "content": "Q"}]})
+        training_turns({"id": "r9", "messages": [{"role": "user", "content": "Q"}]})
 
 
 def test_jsonl_round_trip_and_json_shapes(tmp_path):
