@@ -28,7 +28,7 @@ import polars as pl
 
 from medverse_lab.curate import synthesize, write_jsonl
 from medverse_lab.engine import Engine
-from medverse_lab.evaluate import evaluate
+from medverse_lab.evaluation import evaluate
 from medverse_lab.train import TrainConfig, train
 
 

@@ -13,7 +13,7 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "run": ("medverse_lab.engine.cli", "answer a question with the engine (embedded teaching model by default)"),
-    "eval": ("medverse_lab.evaluate", "evaluate an engine on a JSONL file of multiple-choice questions"),
+    "eval": ("medverse_lab.evaluation", "evaluate an engine on a JSONL file of multiple-choice questions"),
     "inspect": ("medverse_lab.inspect_trace", "show a trace's plan, Petri net, masks and positions"),
     "train": ("medverse_lab.train", "topology-aware fine-tuning (reproduces the teaching model from a seed)"),
     "serve": ("medverse_lab.serve", "serve the engine over HTTP (SGLang /generate and OpenAI-compatible endpoints)"),

@@ -40,3 +40,14 @@ def test_every_public_name_resolves():
 def test_no_module_shadows_the_standard_library():
     ours = {m.name.rsplit(".", 1)[-1] for m in pkgutil.walk_packages(ml.__path__, "medverse_lab.")}
     assert not ours & set(sys.stdlib_module_names)
+
+
+def test_importing_submodules_first_does_not_hide_a_public_name():
+    # importing medverse_lab.X sets the package attribute X to the module: a lazy public
+    # name must never share its name with a submodule
+    code = ("import importlib, pkgutil, types, medverse_lab as ml\n"
+            "for m in pkgutil.walk_packages(ml.__path__, 'medverse_lab.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print([n for n in ml.__all__ if isinstance(getattr(ml, n), types.ModuleType)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['curate', 'records', 'workshop']"

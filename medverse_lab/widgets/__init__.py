@@ -4,7 +4,7 @@ The front end is built from ``widgets/`` in the repository into ``medverse_lab/s
 """
 
 from .dataset_browser import DatasetBrowser, RecordTable
-from ..explain import explain
+from ..explanation import explain
 from .mask_inspector import MaskInspector
 from .plan_editor import PlanEditor, petri_layout
 from .run_viewer import RunViewer, run_summary, word_diff

@@ -2,7 +2,7 @@
 
 The T x T mask travels bit-packed (:func:`~._shared.pack_bits`), positions as int32
 bytes; the view draws them on a canvas. Clicking a cell asks Python why token q can or
-cannot see token k under the mode: :func:`medverse_lab.explain.explain` answers from the
+cannot see token k under the mode: :func:`medverse_lab.explanation.explain` answers from the
 same visibility matrix :mod:`medverse_lab.topology` builds the masks from.
 """
 
@@ -13,7 +13,7 @@ import anywidget
 import torch
 import traitlets as t
 
-from ..explain import explain
+from ..explanation import explain
 from ..layout import Layout
 from ..topology import MODES, attention_mask, check_mode, position_ids
 from ._shared import CSS, STATIC, SavedPlaceholder, int32_bytes, pack_bits
