@@ -32,7 +32,7 @@ from .layout import Layout
 from .prompt import chat_prefix
 from .records import training_turns
 from .tokens import tag_ids, to_dtype
-from .topology import MODES, attention_mask, check_mode, position_ids, segment_visibility
+from .topology import MODES, check_mode, group_visibility, position_ids
 
 IGNORE = -100  # the label transformers' losses skip
 
@@ -93,22 +93,12 @@ def token_groups(layout: Layout, mode: str) -> tuple[torch.Tensor, torch.Tensor]
     """``(groups [T], visibility [G, G])`` whose expansion (and causal order) is
     ``attention_mask(layout, mode)``.
 
-    The four segment modes read :func:`~medverse_lab.topology.segment_visibility`
-    directly, so a batch never needs the ``[T, T]`` mask. ``medverse-sft`` is not a
-    segment rule: its groups are the step blocks and the plain runs between them, and
-    their visibility is read off the library's own mask at the groups' first tokens.
+    The groups and their visibility are :func:`~medverse_lab.topology.group_visibility`,
+    the matrix ``attention_mask`` expands, so a batch never needs the ``[T, T]`` mask.
     Empty groups are dropped so that the numbering stays dense (the block mask relies
     on it).
     """
-    if mode != "medverse-sft":
-        lens, vis = layout.segment_lengths(), segment_visibility(layout.plan, mode)
-    else:
-        cuts = sorted({0, layout.T, *(s.start for s in layout.segments),
-                       *(layout.close_index(sid) + 1 for sid in layout.plan.ids)})
-        lens = torch.tensor([b - a for a, b in zip(cuts, cuts[1:])], dtype=torch.long)
-        starts = torch.tensor(cuts[:-1], dtype=torch.long)
-        vis = attention_mask(layout, mode)[starts[:, None], starts[None, :]]
-        vis |= torch.eye(len(starts), dtype=torch.bool)  # a group sees its own earlier tokens
+    lens, vis = group_visibility(layout, mode)
     keep = lens > 0
     lens, vis = lens[keep], vis[keep][:, keep]
     return torch.repeat_interleave(torch.arange(len(lens)), lens), vis

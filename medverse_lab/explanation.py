@@ -14,16 +14,13 @@ from __future__ import annotations
 import torch
 
 from .layout import Layout
-from .topology import _sft_chunks, _sft_groups, as_layout, check_mode, segment_visibility
+from .topology import _sft_chunks, as_layout, check_mode, group_visibility
 
 
 def visible(layout: Layout, mode: str, q: int, k: int) -> bool:
     """The matrix entry for tokens q and k before causal order: may q's group see k's?"""
-    if mode == "medverse-sft":
-        lens, vis = _sft_groups(layout)
-        group = torch.repeat_interleave(torch.arange(len(lens)), lens)
-    else:
-        vis, group = segment_visibility(layout.plan, mode), layout.segment_index()
+    lens, vis = group_visibility(layout, mode)
+    group = torch.repeat_interleave(torch.arange(len(lens)), lens)
     return bool(vis[group[q], group[k]])
 
 

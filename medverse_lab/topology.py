@@ -105,15 +105,23 @@ def as_layout(obj) -> Layout:
     return layout
 
 
-def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
-    """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k.
-    ``layout`` may also be a Run (its ``run.layout``)."""
+def group_visibility(layout: Layout, mode: str = "dag") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lens [G], vis [G, G])``: the tokens of ``layout`` in G contiguous groups (the
+    segments; for ``medverse-sft`` step blocks and the plain runs around them) of ``lens``
+    tokens, and whether a group's tokens may see an earlier group's. The mask of ``mode``
+    is this matrix expanded to tokens and cut by causal order; groups may be empty."""
     check_mode(mode)
     layout = as_layout(layout)
     if mode == "medverse-sft":
-        lens, vis = _sft_groups(layout)
-        return _expand(vis, lens)
-    return _expand(segment_visibility(layout.plan, mode), layout.segment_lengths())
+        return _sft_groups(layout)
+    return layout.segment_lengths(), segment_visibility(layout.plan, mode)
+
+
+def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
+    """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k.
+    ``layout`` may also be a Run (its ``run.layout``)."""
+    lens, vis = group_visibility(layout, mode)
+    return _expand(vis, lens)
 
 
 def _earlier_seen(plan: Plan, mode: str) -> dict[str, list[str]]:
