@@ -326,13 +326,13 @@ def _train(cfg: TrainConfig, device: torch.device, job: distributed.Job, progres
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        micro = [collator(distributed.shard(batch_at(step, m), job)) for m in range(cfg.grad_accum)]
+        micro = [distributed.shard(batch_at(step, m), job) for m in range(cfg.grad_accum)]
         # normalise by the loss tokens of the whole step (all micro-batches, all processes)
-        local = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+        local = sum(int((e.labels[1:] != IGNORE).sum()) for part in micro for e in part)
         n_tokens = max(1, int(distributed.all_sum(job, local)[0]))
         loss_sum = 0.0
-        for m, batch in enumerate(micro):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for m, part in enumerate(micro):  # one micro-batch's mask in memory at a time
+            batch = {k: v.to(device) for k, v in collator(part).items()}
             last = m == len(micro) - 1
             with nullcontext() if last or not job.distributed else ddp.no_sync():
                 loss = ddp(**batch, num_items_in_batch=n_tokens).loss
