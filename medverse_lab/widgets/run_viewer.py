@@ -85,21 +85,16 @@ def run_summary(run) -> dict:
 
 
 def answer_note(run) -> str | None:
-    """Why ``run`` has no answer (``None`` when it has one), from its conclusion's tokens:
-    the conclusion was cut at its token limit, the engine closed it on a stray tag, or
-    it ended without naming an option the way :attr:`Run.answer` reads one."""
+    """Why ``run`` has no answer (``None`` when it has one): the engine closed the
+    conclusion (its token limit, or a stray tag; ``run.forced_closes``), or it ended
+    without naming an option the way :attr:`Run.answer` reads one."""
     if run.answer is not None:
         return None
-    df = run.tokens
-    rows = df.filter(df["branch"] == "conclusion")
-    texts, forced = rows["text"].to_list(), rows["forced"].to_list()
-    closed_by_engine = any(t == "</Conclusion>" and f for t, f in zip(texts, forced))
-    sampled = sum(1 for t, f in zip(texts, forced) if not f and t != "</Conclusion>")
-    limit = (getattr(run, "settings", None) or {}).get("max_conclusion_tokens")
-    if closed_by_engine and limit is not None and sampled >= limit:
-        return (f"no answer: the conclusion reached its limit of {limit} tokens before it named an option "
+    close = next((e for e in run.forced_closes if e.branch == "conclusion"), None)
+    if close is not None and close.reason == "limit":
+        return (f"no answer: the conclusion reached its limit of {close.limit} tokens before it named an option "
                 "(\"Answer: X\")")
-    if closed_by_engine:
+    if close is not None:
         return "no answer: the model wrote a tag that cannot appear in a conclusion, so the engine closed it"
     if not run.conclusion.strip():
         return "no answer: the conclusion is empty"
