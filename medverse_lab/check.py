@@ -159,7 +159,7 @@ def _records(source) -> Iterator[tuple[str, object]]:
         for n, where, rec in read_records(source, errors="yield"):
             yield (str(n), rec) if isinstance(rec, Exception) else (record_id(rec, n), rec)
     elif isinstance(source, dict):
-        yield str(source.get("id", 1)), source
+        yield record_id(source, 1), source
     else:
         for n, rec in enumerate(source, start=1):
             yield record_id(rec, n), rec

@@ -26,7 +26,7 @@ import polars as pl
 import traitlets as t
 
 from ..check import CHECK_KINDS, check_record
-from ..records import assistant_text, read_records, replace_assistant, write_jsonl
+from ..records import assistant_text, load_records, record_id, replace_assistant, write_jsonl
 from ..plan import Plan, _parse_outline
 from ._shared import CSS, STATIC, SavedPlaceholder, int32_bytes
 from .mask_inspector import MaskInspector
@@ -109,7 +109,7 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
     def __init__(self, source, tokenizer=None, **kwargs):
         if isinstance(source, (str, Path)):
             self.path = Path(source).resolve()
-            self.records = [rec for _, _, rec in read_records(self.path)]
+            self.records = load_records(self.path)
         else:
             self.path = None
             self.records = list(source)
@@ -117,7 +117,7 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
             raise ValueError("the dataset is empty: nothing to browse")
         self._tokenizer = tokenizer
         self.fixed: set[int] = set()
-        self._problems = [check_record(r, self._id(i, r)) for i, r in enumerate(self.records)]
+        self._problems = [check_record(r, record_id(r, i + 1)) for i, r in enumerate(self.records)]
         self._frame = self._build_frame()
         self.table = RecordTable()
         self.editor = PlanEditor()
@@ -138,10 +138,6 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
         super().__init__(children=[self.table, tabs], **kwargs)
 
     # ----- the table -------------------------------------------------------------------
-    @staticmethod
-    def _id(i: int, record) -> str:
-        return str(record.get("id", i + 1)) if isinstance(record, dict) else str(i + 1)
-
     def _summary(self, i: int) -> dict:
         rec, rows = self.records[i], self._problems[i]
         text = assistant_text(rec) if isinstance(rec, dict) else None
@@ -150,12 +146,12 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
             width = plan.width if len(plan) and plan.is_valid else 0
         except Exception:  # noqa: BLE001 - an odd draft has no width
             width = 0
-        return {"id": self._id(i, rec), "steps": len(plan), "width": width,
+        return {"id": record_id(rec, i + 1), "steps": len(plan), "width": width,
                 "errors": sum(r["severity"] == "error" for r in rows),
                 "warnings": sum(r["severity"] == "warning" for r in rows),
                 "kinds": sorted({r["kind"] for r in rows}),
                 "key": str(rec.get("answer_idx") or "") if isinstance(rec, dict) else "",
-                "search": " ".join(filter(None, [self._id(i, rec), text or "",
+                "search": " ".join(filter(None, [record_id(rec, i + 1), text or "",
                                                  json.dumps(rec.get("messages", ""), ensure_ascii=False)[:2000]
                                                  if isinstance(rec, dict) else ""])).lower()}
 
@@ -264,7 +260,7 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
     # ----- reacting ------------------------------------------------------------------------
     def _recheck(self, index: int) -> None:
         rec = self.records[index]
-        self._problems[index] = check_record(rec, self._id(index, rec))
+        self._problems[index] = check_record(rec, record_id(rec, index + 1))
         s = self._summary(index)
         self._frame = self._frame.with_columns(
             *(pl.when(pl.col("index") == index).then(pl.lit(s[c], dtype=self._frame.schema[c])).otherwise(pl.col(c))
@@ -276,7 +272,7 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
             if self.table.selected == index:
                 self._show(index, reload_plan=False)
         n = sum(r["severity"] == "error" for r in self._problems[index])
-        self.table.notice = f"record {self._id(index, rec)} re-checked: " + (f"{n} errors" if n else "no errors")
+        self.table.notice = f"record {record_id(rec, index + 1)} re-checked: " + (f"{n} errors" if n else "no errors")
 
     def _on_select(self, change) -> None:
         if change["new"] >= 0:
