@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:174a0d594c05b5eac4e606f4aeddad0f289c31407399fad31c67a46d5d829358 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:a9f383e852a55b4e5c2c4b491688f33c34b0fb1badcbfa0fc19ed487226a48b8 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -139,8 +139,7 @@ function render({ model, el }) {
     if (b === "conclusion") return cssVar(root, "--jp-ui-font-color2", "#555");
     return STEP_COLORS[(j - 1) % STEP_COLORS.length];
   }
-  const D = () => S;
-  const cell = () => D() / Math.max(view.n, 1);
+  const cell = () => S / Math.max(view.n, 1);
   const toRow = (py) => view.r0 + Math.min(view.n - 1, Math.floor(py / cell()));
   const toCol = (px) => view.c0 + Math.min(view.n - 1, Math.floor(px / cell()));
   let draws = 0;
@@ -151,7 +150,7 @@ function render({ model, el }) {
       ticks.replaceChildren();
       return;
     }
-    const d = D();
+    const d = S;
     const colors = {
       allowed: rgb(cssVar(root, "--jp-brand-color1", "#1976d2")),
       blocked: rgb(cssVar(root, "--jp-layout-color2", "#eee")),
@@ -326,7 +325,7 @@ function render({ model, el }) {
   function drawOverlay() {
     frame = 0;
     octx.clearRect(0, 0, W, H);
-    const d = D();
+    const d = S;
     const sc = cell();
     const mark = (q, k, color, width) => {
       octx.strokeStyle = color;
@@ -458,8 +457,8 @@ function render({ model, el }) {
     zoomInBtn.disabled = view.n <= Math.min(MIN_VIEW, T);
     notice.textContent = model.get("notice");
   }
-  const inMatrix = (x, y) => x >= BAND && y >= BAND && x < BAND + D() && y < BAND + D();
-  const inStrip = (x, y) => x >= BAND && x < BAND + D() && y >= BAND + D() + GAP && y < BAND + D() + GAP + STRIP;
+  const inMatrix = (x, y) => x >= BAND && y >= BAND && x < BAND + S && y < BAND + S;
+  const inStrip = (x, y) => x >= BAND && x < BAND + S && y >= BAND + S + GAP && y < BAND + S + GAP + STRIP;
   const local = (e) => {
     const r = overlay.getBoundingClientRect();
     return [e.clientX - r.left, e.clientY - r.top];
@@ -501,7 +500,7 @@ function render({ model, el }) {
   overlay.addEventListener("click", (e) => {
     if (drag && drag.moved) return;
     const [x, y] = local(e);
-    const d = D();
+    const d = S;
     if (y < BAND && x >= BAND && x < BAND + d || x < BAND && y >= BAND && y < BAND + d) {
       const i = y < BAND ? toCol(x - BAND) : toRow(y - BAND);
       const branch = segOf(i).branch;
@@ -529,7 +528,7 @@ function render({ model, el }) {
     const [x, y] = local(e);
     if (!inMatrix(x, y)) return;
     e.preventDefault();
-    zoom(e.deltaY > 0 ? 1.25 : 0.8, (y - BAND) / D(), (x - BAND) / D());
+    zoom(e.deltaY > 0 ? 1.25 : 0.8, (y - BAND) / S, (x - BAND) / S);
   }, { passive: false });
   const reset = () => {
     view = { r0: 0, c0: 0, n: T };

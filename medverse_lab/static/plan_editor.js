@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:174a0d594c05b5eac4e606f4aeddad0f289c31407399fad31c67a46d5d829358 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:a9f383e852a55b4e5c2c4b491688f33c34b0fb1badcbfa0fc19ed487226a48b8 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";

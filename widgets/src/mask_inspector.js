@@ -89,7 +89,7 @@ function render({ model, el }) {
   el.append(root);
 
   // The canvas fits the mask (no dead band under a small one): sized again when T changes.
-  let S = 0; // matrix size in px
+  let S = 0; // matrix size in px: the drawn size at every zoom
   let W = 0;
   let H = 0;
   function size() {
@@ -135,8 +135,7 @@ function render({ model, el }) {
   }
 
   // ----- geometry: the visible window onto the matrix ----------------------------------------
-  const D = () => S; // drawn size in px, the same at every zoom
-  const cell = () => D() / Math.max(view.n, 1); // px per cell (fractional when zoomed or binned)
+  const cell = () => S / Math.max(view.n, 1); // px per cell (fractional when zoomed or binned)
   const toRow = (py) => view.r0 + Math.min(view.n - 1, Math.floor(py / cell()));
   const toCol = (px) => view.c0 + Math.min(view.n - 1, Math.floor(px / cell()));
 
@@ -146,7 +145,7 @@ function render({ model, el }) {
     const t0 = performance.now();
     ctx.clearRect(0, 0, W, H);
     if (T === 0) { ticks.replaceChildren(); return; }
-    const d = D();
+    const d = S;
     const colors = {
       allowed: rgb(cssVar(root, "--jp-brand-color1", "#1976d2")),
       blocked: rgb(cssVar(root, "--jp-layout-color2", "#eee")),
@@ -327,7 +326,7 @@ function render({ model, el }) {
   function drawOverlay() {
     frame = 0;
     octx.clearRect(0, 0, W, H);
-    const d = D();
+    const d = S;
     const sc = cell();
     const mark = (q, k, color, width) => {
       octx.strokeStyle = color;
@@ -448,8 +447,8 @@ function render({ model, el }) {
   }
 
   // ----- events -----------------------------------------------------------------------------
-  const inMatrix = (x, y) => x >= BAND && y >= BAND && x < BAND + D() && y < BAND + D();
-  const inStrip = (x, y) => x >= BAND && x < BAND + D() && y >= BAND + D() + GAP && y < BAND + D() + GAP + STRIP;
+  const inMatrix = (x, y) => x >= BAND && y >= BAND && x < BAND + S && y < BAND + S;
+  const inStrip = (x, y) => x >= BAND && x < BAND + S && y >= BAND + S + GAP && y < BAND + S + GAP + STRIP;
   const local = (e) => {
     const r = overlay.getBoundingClientRect();
     return [e.clientX - r.left, e.clientY - r.top];
@@ -482,7 +481,7 @@ function render({ model, el }) {
   overlay.addEventListener("click", (e) => {
     if (drag && drag.moved) return;
     const [x, y] = local(e);
-    const d = D();
+    const d = S;
     if ((y < BAND && x >= BAND && x < BAND + d) || (x < BAND && y >= BAND && y < BAND + d)) {
       const i = y < BAND ? toCol(x - BAND) : toRow(y - BAND); // a band: select its branch
       const branch = segOf(i).branch;
@@ -512,7 +511,7 @@ function render({ model, el }) {
     const [x, y] = local(e);
     if (!inMatrix(x, y)) return;
     e.preventDefault();
-    zoom(e.deltaY > 0 ? 1.25 : 0.8, (y - BAND) / D(), (x - BAND) / D());
+    zoom(e.deltaY > 0 ? 1.25 : 0.8, (y - BAND) / S, (x - BAND) / S);
   }, { passive: false });
   const reset = () => { view = { r0: 0, c0: 0, n: T }; draw(); showControls(); scheduleOverlay(); };
   overlay.addEventListener("dblclick", reset);
