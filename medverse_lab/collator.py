@@ -108,9 +108,13 @@ def prepare_example(input_ids: Sequence[int], loss_from: int, tokenizer, mode: s
                     name: str = "example") -> TopologyExample:
     """A :class:`TopologyExample` from token ids; the loss covers tokens from ``loss_from``
     on whose logical predecessor they can see (a step's first token is never predicted
-    from a sibling's last one: no decoder ever does that)."""
+    from a sibling's last one: no decoder ever does that).
+
+    For ``request`` the example is the request layout (:meth:`Layout.for_requests`): each
+    step's segment repeats its ancestors' blocks first, the conclusion's every block. The
+    repeats carry no loss: each block is learnt once, where the trace writes it."""
     try:
-        layout = Layout.from_token_ids(input_ids, tokenizer)
+        layout = Layout.from_token_ids(input_ids, tokenizer).for_mode(mode)
     except ValueError as exc:  # PlanError, LayoutError: say which record (the original stays as __cause__)
         raise ValueError(f"{name}: {exc}") from exc
     ids = torch.tensor(layout.token_ids, dtype=torch.long)
@@ -119,6 +123,9 @@ def prepare_example(input_ids: Sequence[int], loss_from: int, tokenizer, mode: s
     target = torch.zeros(T, dtype=torch.bool)
     target[max(1, loss_from):] = True
     target[1:] &= vis[groups[1:], groups[:-1]]  # the predecessor must be visible
+    for seg in layout.segments:
+        for _, a, b in layout.repeated_spans(seg.branch):
+            target[a:b] = False
     labels = torch.where(target, ids, torch.full_like(ids, IGNORE))
     return TopologyExample(name, ids, labels, position_ids(layout, mode), groups, vis)
 

@@ -25,19 +25,23 @@ def visible(layout: Layout, mode: str, q: int, k: int) -> bool:
 
 
 def _where(layout: Layout, i: int) -> dict:
-    """Branch of token i and, for a step, whether it is in the block or the separator."""
-    branch = layout.branch_of(i)
+    """Branch of token i and, for a step, whether it is in the block or the separator; in
+    a request layout, which step's segment it repeats (``None``: its branch's own token)."""
+    branch, repeat = layout.branch_of(i), layout.repeat_of(i)
     part = "text"
-    if branch not in ("prefix", "conclusion"):
+    if repeat is not None:
+        part = "repeat"
+    elif branch not in ("prefix", "conclusion"):
         part = "block" if i <= layout.close_index(branch) else "separator"
-    return {"branch": branch, "part": part}
+    return {"branch": branch, "part": part, "repeat": repeat}
 
 
 def _name(w: dict) -> str:
     b = w["branch"]
-    if b in ("prefix", "conclusion"):
-        return f"the {b}"
-    return f"step {b}" + (" (separator after </Step>)" if w["part"] == "separator" else "")
+    own = f"the {b}" if b in ("prefix", "conclusion") else f"step {b}"
+    if w["part"] == "repeat":
+        return f"step {w['repeat']}'s block repeated in {own}'s request"
+    return own + (" (separator after </Step>)" if w["part"] == "separator" else "")
 
 
 def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
@@ -46,11 +50,12 @@ def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
     Returns ``{"q", "k", "mode", "allowed", "reason", "text", "q_branch", "k_branch"}``;
     ``reason`` is one of ``self``, ``causal-future``, ``causal``, ``same-segment``,
     ``prefix``, ``conclusion``, ``dag-ancestor``, ``not-ancestor``, ``earlier-chunk``,
-    ``chunk-sibling``, ``speculative-isolation``, ``separator``; ``allowed`` is
+    ``chunk-sibling``, ``speculative-isolation``, ``separator``, ``request-repeat``,
+    ``other-request``; ``allowed`` is
     ``attention_mask(layout, mode)[q, k]`` by construction. ``layout`` may be a Run.
     """
     check_mode(mode)
-    layout = as_layout(layout)
+    layout = as_layout(layout, mode)
     for name, i in (("q", q), ("k", k)):
         if not 0 <= i < layout.T:
             raise IndexError(f"{name} = {i} is outside the layout (T={layout.T})")
@@ -69,10 +74,18 @@ def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
                                     "(no mode lets a token see later tokens)")
     if mode == "sequential":
         return out("causal", f"sequential mode is plain causal: {_name(wq)} sees every earlier token")
+    if qb == kb and wk["part"] == "repeat":
+        return out("request-repeat", f"{_name(wk)}: each request repeats what it reads (its ancestors' blocks; "
+                                     f"every block for the conclusion) before its own text, causal order: {k} < {q}")
     if qb == kb:
         return out("same-segment", f"same segment ({_name(wq)}), causal order: {k} < {q}")
     if kb == "prefix":
         return out("prefix", "every token sees the prefix (question and plan)")
+    if mode == "request":
+        reader = "the conclusion" if qb == "conclusion" else f"step {qb}"
+        return out("other-request", f"token {k} is in step {kb}'s request, not in {reader}'s: in request mode a "
+                                    "step or the conclusion sees only the prefix and its own request, which repeats "
+                                    "the blocks it reads")
     if qb == "conclusion":
         return out("conclusion", "the conclusion sees every earlier token")
     # from here on: q in a step, k in an earlier step

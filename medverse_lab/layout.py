@@ -5,6 +5,12 @@ prefix (prompt, plan, the ``<Execution>`` line), each step in plan order (``<Ste
 through ``</Step>`` and the separator after it), then the conclusion (``</Execution>``
 onwards). It also remembers where each step's ``</Step>`` sits, for ``medverse-sft``.
 Masks and positions (:mod:`medverse_lab.topology`) are computed from a layout alone.
+
+The ``request`` mode reads an *expanded* layout (:meth:`Layout.for_requests`): each step's
+segment first repeats its ancestors' segments (``<Step>`` ... ``</Step>`` and separator,
+in plan order), and the conclusion's segment first repeats every step's. Each segment is
+then the linear token sequence a stock serving engine decodes as one request (after the
+shared prefix), and every token still lies in exactly one segment.
 """
 
 from __future__ import annotations
@@ -33,6 +39,20 @@ class Segment:
         return self.stop - self.start
 
 
+def _check_repeats(plan: Plan, repeats: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for branch, steps in repeats.items():
+        branch, steps = str(branch), tuple(str(s) for s in steps)
+        if branch != "conclusion" and branch not in plan:
+            raise LayoutError(f"repeats names {branch!r}, which is neither a step of the plan nor 'conclusion'")
+        earlier = plan.ids if branch == "conclusion" else plan.ids[:plan.ids.index(branch)]
+        bad = [s for s in steps if s not in earlier]
+        if bad:
+            raise LayoutError(f"repeats[{branch!r}] names {', '.join(bad)}: a segment repeats only earlier steps")
+        out[branch] = steps
+    return out
+
+
 def _lens(name: str, value: int | Mapping[str, int], ids: Sequence[str], minimum: int) -> dict[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = {i: value for i in ids}
@@ -49,6 +69,17 @@ def _lens(name: str, value: int | Mapping[str, int], ids: Sequence[str], minimum
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise LayoutError(f"{name}[{k!r}] = {v!r}: must be an integer >= {minimum}")
     return {i: value[i] for i in ids}
+
+
+def request_repeats(plan: Plan) -> dict[str, tuple[str, ...]]:
+    """What each segment of a request layout repeats before its own tokens: a step its
+    ancestors (in plan order), the conclusion every step."""
+    out = {}
+    for sid in plan.ids:
+        ancestors = plan.ancestors(sid)
+        out[sid] = tuple(a for a in plan.ids if a in ancestors)
+    out["conclusion"] = tuple(plan.ids)
+    return out
 
 
 _COLLATOR_STEP = re.compile(r"Transient\s+Step\s+(\d+)", re.IGNORECASE)
@@ -77,11 +108,16 @@ class Layout:
     """The segments of a run: prefix, steps in plan order, conclusion.
 
     Build one with :meth:`from_plan` (lengths), :meth:`from_token_ids` (a tokenized trace)
-    or :meth:`from_trace`.
+    or :meth:`from_trace`; :meth:`for_requests` expands it for mode ``request``.
+
+    ``step_lens`` and ``conclusion_len`` are always a branch's *own* tokens (for a step its
+    block and separator); in a request layout a segment is longer by what it repeats
+    (:attr:`repeats`), and :attr:`base` is the plain layout of the same trace.
     """
 
     def __init__(self, plan: Plan, prefix_len: int, step_lens: Mapping[str, int], conclusion_len: int = 0,
-                 separator_lens: int | Mapping[str, int] = 0, token_ids: Sequence[int] | None = None):
+                 separator_lens: int | Mapping[str, int] = 0, token_ids: Sequence[int] | None = None, *,
+                 repeats: Mapping[str, Sequence[str]] | None = None):
         plan.validate()
         if not isinstance(prefix_len, int) or prefix_len < 0:
             raise LayoutError(f"prefix_len = {prefix_len!r}: must be an integer >= 0")
@@ -96,13 +132,17 @@ class Layout:
                 raise LayoutError(f"step {sid}: separator of {self.separator_lens[sid]} tokens leaves no room "
                                   f"for </Step> in a segment of {n}")
         self.conclusion_len = conclusion_len
+        #: per step id and ``conclusion``: the steps whose segments its segment repeats
+        #: first (empty for a plain layout; see :meth:`for_requests`)
+        self.repeats: dict[str, tuple[str, ...]] = {} if repeats is None else _check_repeats(plan, repeats)
+        own = {**self.step_lens, "conclusion": conclusion_len}
         segs, at = [Segment("prefix", 0, prefix_len)], prefix_len
-        for sid in plan.ids:
-            segs.append(Segment(sid, at, at + self.step_lens[sid]))
-            at += self.step_lens[sid]
-        segs.append(Segment("conclusion", at, at + conclusion_len))
+        for branch in [*plan.ids, "conclusion"]:
+            n = sum(self.step_lens[r] for r in self.repeats.get(branch, ())) + own[branch]
+            segs.append(Segment(branch, at, at + n))
+            at += n
         self.segments: list[Segment] = segs
-        self.T = at + conclusion_len
+        self.T = at
         if token_ids is not None and len(token_ids) != self.T:
             raise LayoutError(f"{len(token_ids)} token ids for a layout of {self.T} tokens")
         self.token_ids = None if token_ids is None else tuple(int(i) for i in token_ids)
@@ -169,6 +209,31 @@ class Layout:
         layout.collator_deps = _collator_deps(ids, tokenizer, tags)
         return layout
 
+    def for_requests(self) -> "Layout":
+        """The request layout of this trace (for mode ``request``): each step's segment
+        repeats its ancestors' segments first, in plan order, and the conclusion's repeats
+        every step's, so each segment after the prefix is the token sequence one request
+        to a stock serving engine continues. Token ids, if known, are repeated too."""
+        if self.expanded:
+            return self
+        ids = None
+        if self.token_ids is not None:
+            own = {s.branch: self.token_ids[s.start:s.stop] for s in self.segments}
+            ids = list(own["prefix"])
+            for branch, repeated in request_repeats(self.plan).items():
+                for r in repeated:
+                    ids += own[r]
+                ids += own[branch]
+        out = Layout(self.plan, self.prefix_len, self.step_lens, self.conclusion_len, self.separator_lens,
+                     token_ids=ids, repeats=request_repeats(self.plan))
+        out.collator_deps = self.collator_deps
+        return out
+
+    def for_mode(self, mode: str) -> "Layout":
+        """The layout ``mode`` reads: the request layout for ``request``, the plain one
+        (:attr:`base`) for every other mode."""
+        return self.for_requests() if mode == "request" else self.base
+
     @classmethod
     def from_trace(cls, trace, tokenizer) -> "Layout":
         """The layout of a :class:`~medverse_lab.Trace` tokenized by ``tokenizer``."""
@@ -181,7 +246,48 @@ class Layout:
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{s.branch}:{len(s)}" for s in self.segments[1:-1])
-        return f"Layout(T={self.T}, prefix={self.prefix_len}, steps=[{steps}], conclusion={self.conclusion_len})"
+        kind = "Layout" if not self.expanded else "Layout.for_requests"
+        return f"{kind}(T={self.T}, prefix={self.prefix_len}, steps=[{steps}], conclusion={len(self.segments[-1])})"
+
+    @property
+    def expanded(self) -> bool:
+        """Whether this is a request layout (segments repeat earlier steps' segments)."""
+        return bool(self.repeats)
+
+    @property
+    def base(self) -> "Layout":
+        """The plain layout of the same trace: ``self`` unless this is a request layout."""
+        if not self.expanded:
+            return self
+        ids = None
+        if self.token_ids is not None:
+            ids = list(self.token_ids[:self.prefix_len])
+            for seg in self.segments[1:]:
+                ids += self.token_ids[self.own_start(seg.branch):seg.stop]
+        out = Layout(self.plan, self.prefix_len, self.step_lens, self.conclusion_len, self.separator_lens,
+                     token_ids=ids)
+        out.collator_deps = self.collator_deps
+        return out
+
+    def own_start(self, branch: str) -> int:
+        """Logical index where ``branch``'s own tokens start (after what its segment repeats)."""
+        seg = self.segment(branch)
+        return seg.start + sum(self.step_lens[r] for r in self.repeats.get(seg.branch, ()))
+
+    def repeated_spans(self, branch: str) -> list[tuple[str, int, int]]:
+        """``(step id, start, stop)`` of each repeated segment at the head of ``branch``'s
+        segment, in order (empty in a plain layout)."""
+        at, out = self.segment(branch).start, []
+        for r in self.repeats.get(str(branch), ()):
+            out.append((r, at, at + self.step_lens[r]))
+            at += self.step_lens[r]
+        return out
+
+    def repeat_of(self, index: int) -> str | None:
+        """The step whose segment the token at ``index`` repeats, or ``None`` for a token of
+        its own branch (always ``None`` in a plain layout)."""
+        branch = self.branch_of(index)
+        return next((r for r, a, b in self.repeated_spans(branch) if a <= index < b), None)
 
     @property
     def branches(self) -> list[str]:

@@ -10,13 +10,22 @@ dag            prefix, its ancestors, its own past          max end of its paren
 layered        prefix, earlier chunks, its own past         its chunk's base
 speculative    prefix, its own past                         prefix end
 sequential     every earlier token                          contiguous
+request        prefix, its own segment (which first repeats     prefix end
+               its ancestors' blocks)
 medverse-sft   the public collator, quirks included         the public collator (shifted twice)
 =============  ==========================================  ===================================
 
-For the four engine modes the right-hand column is not a rule of its own: it follows from
-the segment visibility (:func:`segment_visibility`). A step starts where the last earlier
-step it sees ends, and may be scheduled once every earlier step it sees is done, so
-training positions, engine positions and the engine's scheduler cannot disagree.
+``request`` reads the request layout (:meth:`Layout.for_requests`), in which a step's
+segment first repeats its ancestors' blocks and the conclusion's every block: each
+segment is then prefix + one linear sequence, plain causal from position 0, which is what
+a stock serving engine decodes as one request. The other modes read the plain layout.
+
+For the five engine modes the right-hand column is not a rule of its own: it follows from
+the segment visibility (:func:`segment_visibility`). A segment starts where the last
+earlier segment it sees ends, and a step may be scheduled once every earlier step it
+*reads* is done: those whose segments it sees and those its segment repeats
+(:func:`read_steps`). So training positions, engine positions and the engine's scheduler
+cannot disagree.
 
 Masks are built per *group* of tokens (a segment, or a step block for ``medverse-sft``):
 a small group-visibility matrix is expanded to ``[T, T]`` and intersected with causal
@@ -29,11 +38,12 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .layout import Layout
+from .errors import LayoutError
+from .layout import Layout, request_repeats
 from .plan import Plan, chunk_steps
 
-MODES = ("dag", "layered", "speculative", "sequential", "medverse-sft")
-ENGINE_MODES = ("dag", "layered", "speculative", "sequential")
+MODES = ("dag", "layered", "speculative", "sequential", "request", "medverse-sft")
+ENGINE_MODES = ("dag", "layered", "speculative", "sequential", "request")
 
 
 def check_mode(mode: str, modes: tuple[str, ...] = MODES) -> str:
@@ -47,7 +57,9 @@ def segment_visibility(plan: Plan, mode: str) -> torch.Tensor:
     """``[S+2, S+2]`` bool over segments (prefix, steps in plan order, conclusion):
     ``vis[q, k]`` is True when tokens of segment q may see (earlier) tokens of segment k.
 
-    Only for the four segment modes; ``medverse-sft`` is not a segment rule.
+    Only for the five engine modes; ``medverse-sft`` is not a segment rule. Under
+    ``request`` every segment sees the prefix and itself alone: what it reads of earlier
+    steps it repeats (the request layout).
     """
     check_mode(mode, ENGINE_MODES)
     n = len(plan) + 2
@@ -55,6 +67,8 @@ def segment_visibility(plan: Plan, mode: str) -> torch.Tensor:
         return torch.ones(n, n, dtype=torch.bool)
     vis = torch.eye(n, dtype=torch.bool)
     vis[:, 0] = True   # everyone sees the prefix
+    if mode == "request":
+        return vis
     vis[-1, :] = True  # the conclusion sees everything
     index = {sid: i + 1 for i, sid in enumerate(plan.ids)}
     if mode == "dag":
@@ -96,12 +110,21 @@ def _expand(vis: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
     return vis.repeat_interleave(lens, dim=0).repeat_interleave(lens, dim=1).tril_()
 
 
-def as_layout(obj) -> Layout:
-    """``obj`` if it is a :class:`Layout`, else its ``.layout`` (a Run); ``TypeError`` otherwise."""
+def as_layout(obj, mode: str | None = None) -> Layout:
+    """``obj`` if it is a :class:`Layout`, else its ``.layout`` (a Run); ``TypeError``
+    otherwise. With ``mode``, a ``LayoutError`` when it is not the layout ``mode`` reads
+    (the request layout for ``request``, the plain one for the others), saying which to pass."""
     layout = getattr(obj, "layout", obj)
     if not isinstance(layout, Layout):
         raise TypeError(f"expected an ml.Layout or a Run, got {type(obj).__name__}; "
                         "build one with ml.Layout.from_plan(plan, prefix_len, step_lens)")
+    if mode == "request" and not layout.expanded:
+        raise LayoutError(f"mode 'request' reads the request layout, in which each step first repeats its "
+                          f"ancestors' blocks and the conclusion every block ({layout.for_requests().T} tokens, not "
+                          f"{layout.T}): pass layout.for_requests() (or layout.for_mode('request'))")
+    if mode is not None and mode != "request" and layout.expanded:
+        raise LayoutError(f"this is a request layout (its segments repeat earlier steps); mode {mode!r} reads the "
+                          f"plain layout: pass layout.base (or layout.for_mode({mode!r}))")
     return layout
 
 
@@ -111,7 +134,7 @@ def group_visibility(layout: Layout, mode: str = "dag") -> tuple[torch.Tensor, t
     tokens, and whether a group's tokens may see an earlier group's. The mask of ``mode``
     is this matrix expanded to tokens and cut by causal order; groups may be empty."""
     check_mode(mode)
-    layout = as_layout(layout)
+    layout = as_layout(layout, mode)
     if mode == "medverse-sft":
         return _sft_groups(layout)
     return layout.segment_lengths(), segment_visibility(layout.plan, mode)
@@ -119,7 +142,8 @@ def group_visibility(layout: Layout, mode: str = "dag") -> tuple[torch.Tensor, t
 
 def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
     """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k.
-    ``layout`` may also be a Run (its ``run.layout``)."""
+    ``layout`` may also be a Run (its ``run.layout``); for ``request`` it is the request
+    layout (:meth:`Layout.for_requests`), for the other modes the plain one."""
     lens, vis = group_visibility(layout, mode)
     return _expand(vis, lens)
 
@@ -132,20 +156,29 @@ def _earlier_seen(plan: Plan, mode: str) -> dict[str, list[str]]:
     return {sid: [ids[k] for k in range(q) if vis[q + 1][k + 1]] for q, sid in enumerate(ids)}
 
 
-def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: str) -> dict[str, int]:
-    """Start position of each step (and of ``conclusion``) under ``mode``.
+def read_steps(plan: Plan, mode: str) -> dict[str, list[str]]:
+    """For each step (and ``conclusion``), the earlier steps it reads under ``mode``: those
+    whose segments it sees, and under ``request`` those its own segment repeats (its
+    ancestors; every step for the conclusion). A step may start once all are done."""
+    seen, repeats = _earlier_seen(plan, mode), request_repeats(plan) if mode == "request" else {}
+    return {sid: [s for s in plan.ids if s in steps or s in repeats.get(sid, ())] for sid, steps in seen.items()}
 
-    One rule for every mode: a step starts where the last earlier step it sees ends (the
-    prefix end when it sees none). ``step_lens`` may hold only some steps (those finished
-    so far): a step's start is given once every earlier step it sees is placed and its
-    length known, so the engine places a step the moment it may start, with the rule
-    training used.
+
+def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: str) -> dict[str, int]:
+    """Start position of each step's segment (and of ``conclusion``'s) under ``mode``.
+
+    One rule for every mode: a segment starts where the last earlier segment it sees ends
+    (the prefix end when it sees none). ``step_lens`` may hold only some steps (those
+    finished so far): a start is given once every earlier step the segment reads
+    (:func:`read_steps`) is placed and its length known, so the engine places a step the
+    moment it may start, with the rule training used.
     """
     check_mode(mode, ENGINE_MODES)
     starts: dict[str, int] = {}
     ends: dict[str, int] = {}
+    reads = read_steps(plan, mode)
     for sid, seen in _earlier_seen(plan, mode).items():
-        if all(s in ends for s in seen):
+        if all(s in ends for s in reads[sid]):
             starts[sid] = max((ends[s] for s in seen), default=prefix_len)
             if sid in step_lens:
                 ends[sid] = starts[sid] + step_lens[sid]
@@ -154,14 +187,15 @@ def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mo
 
 def ready_steps(plan: Plan, mode: str, done: Iterable[str]) -> list[str]:
     """Steps not in ``done`` that may start under ``mode`` once ``done`` have finished:
-    those whose every earlier step they see is done (the scheduler of ``mode``).
+    those whose every earlier step they read is done (the scheduler of ``mode``).
 
     ``dag`` is the Petri net (a step is enabled when its ancestors are done), ``layered``
-    goes chunk by chunk, ``speculative`` starts everything at once and ``sequential`` one
-    step at a time: all four follow from :func:`segment_visibility`.
+    goes chunk by chunk, ``speculative`` starts everything at once, ``sequential`` one
+    step at a time and ``request`` as ``dag`` (a step's request repeats its ancestors):
+    all follow from :func:`segment_visibility` and :func:`read_steps`.
     """
     done = set(done)
-    return [sid for sid, seen in _earlier_seen(plan, mode).items()
+    return [sid for sid, seen in read_steps(plan, mode).items()
             if sid != "conclusion" and sid not in done and all(s in done for s in seen)]
 
 
@@ -184,9 +218,10 @@ def _sft_positions(layout: Layout) -> torch.Tensor:
 
 
 def position_ids(layout: Layout, mode: str = "dag") -> torch.Tensor:
-    """``[T]`` long: the position index of every token under ``mode`` (``layout`` may be a Run)."""
+    """``[T]`` long: the position index of every token under ``mode`` (``layout`` may be a
+    Run; for ``request`` the request layout, where each segment counts on from the prefix)."""
     check_mode(mode)
-    layout = as_layout(layout)
+    layout = as_layout(layout, mode)
     if mode == "medverse-sft":
         return _sft_positions(layout)
     starts = segment_starts(layout.plan, layout.prefix_len, layout.step_lens, mode)
@@ -197,6 +232,10 @@ def position_ids(layout: Layout, mode: str = "dag") -> torch.Tensor:
 
 
 def mask_diff(layout: Layout, a: str, b: str) -> torch.Tensor:
-    """``[T, T]`` int8: +1 where only mode ``a`` allows attention, -1 where only ``b`` does."""
+    """``[T, T]`` int8: +1 where only mode ``a`` allows attention, -1 where only ``b`` does.
+    Both modes must read the same layout (``request`` reads another one: compare it with itself)."""
+    if (a == "request") != (b == "request"):
+        raise LayoutError(f"modes {a!r} and {b!r} read different layouts (request repeats earlier steps' blocks), "
+                          "so their masks have different sizes and no cell-by-cell diff")
     ma, mb = attention_mask(layout, a), attention_mask(layout, b)
     return ma.to(torch.int8) - mb.to(torch.int8)

@@ -32,14 +32,46 @@ def test_one_batch_has_the_library_mask_and_positions(tokenizer, mode):
     assert batch["attention_mask"].shape == (B, 1, L, L) and batch["attention_mask"].dtype == torch.float32
     for b, rec in enumerate(recs):
         tokens = tokenize_record(rec, tokenizer)
-        layout = ml.Layout.from_token_ids(tokens["input_ids"], tokenizer)
+        layout = ml.Layout.from_token_ids(tokens["input_ids"], tokenizer).for_mode(mode)  # request: repeats
         T = layout.T
-        assert batch["input_ids"][b, :T].tolist() == tokens["input_ids"]
+        assert batch["input_ids"][b, :T].tolist() == list(layout.token_ids)
+        assert layout.base.token_ids == tuple(tokens["input_ids"])
         assert torch.equal(batch["attention_mask"][b, 0, :T, :T] == 0, ml.attention_mask(layout, mode))
         assert torch.equal(batch["position_ids"][b, :T], ml.position_ids(layout, mode))
         assert (batch["attention_mask"][b, 0, :T, T:] < 0).all()  # nothing real sees padding
         assert (batch["labels"][b, :tokens["loss_from"]] == -100).all() and (batch["labels"][b, T:] == -100).all()
         assert batch["labels"][b, T - 1] == tokenizer.eos_token_id
+
+
+def test_request_examples_learn_each_block_once(tokenizer):
+    """A request example is the expanded sequence; its labels are on the plan, each step's
+    own block and the conclusion, never on a repeated block."""
+    recs = records(6, seed=5)
+    batch = ml.TopologyCollator(tokenizer, "request")(recs)
+    plain = ml.TopologyCollator(tokenizer, "sequential")(recs)
+    widened = 0
+    for b, rec in enumerate(recs):
+        tokens = tokenize_record(rec, tokenizer)
+        layout = ml.Layout.from_token_ids(tokens["input_ids"], tokenizer).for_requests()
+        labels = batch["labels"][b]
+        expected = torch.full((layout.T,), -100)
+        own = torch.zeros(layout.T, dtype=torch.bool)
+        own[:layout.prefix_len] = True
+        for seg in layout.segments[1:]:
+            spans = layout.repeated_spans(seg.branch)
+            widened += len(spans)
+            for _, a, z in spans:
+                assert (labels[a:z] == -100).all(), f"a repeat of step {_} in {seg.branch}'s request is learnt"
+            own[layout.own_start(seg.branch):seg.stop] = True
+        ids = torch.tensor(layout.token_ids)
+        expected[own] = ids[own]
+        expected[:tokens["loss_from"]] = -100
+        for sid in layout.plan.roots()[1:]:  # a later root's <Step> follows another request's last token
+            expected[layout.segment(sid).start] = -100
+        assert torch.equal(labels[:layout.T], expected)
+        # each own token is learnt exactly once: as many labels as the plain trace, but for later roots' <Step>
+        assert int((labels != -100).sum()) == int((plain["labels"][b] != -100).sum()) - len(layout.plan.roots()[1:])
+    assert widened > len(recs)  # the records do repeat blocks (every conclusion, and steps with ancestors)
 
 
 def test_examples_are_prepared_once_whatever_shape_they_come_in(tokenizer):

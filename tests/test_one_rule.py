@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 import medverse_lab as ml
 from medverse_lab.topology import ENGINE_MODES, ready_steps, segment_starts
@@ -44,12 +45,16 @@ def starts_by_table(plan, prefix_len, step_lens, mode):
                 return starts
             base += max(step_lens[s] for s in chunk)
         starts["conclusion"] = base
+    elif mode == "request":  # each request counts on from the prefix once what it repeats is known
+        starts.update({sid: prefix_len for sid in plan.ids if plan.ancestors(sid) <= set(step_lens)})
+        if all(s in step_lens for s in plan.ids):
+            starts["conclusion"] = prefix_len
     return starts
 
 
 def ready_by_table(plan, mode, done, started):
     todo = [sid for sid in plan.ids if sid not in started]
-    if mode == "dag":  # the Petri net: enabled once every input place is marked
+    if mode in ("dag", "request"):  # the Petri net: enabled once every input place is marked
         return [s.id for s in plan.steps if s.id not in started and all(d in done for d in s.deps)]
     if mode == "speculative":
         return todo
@@ -122,8 +127,40 @@ def test_explain_reads_the_mask_it_explains(mode):
             continue
         layout = ml.Layout.from_plan(plan, rng.randint(1, 4), {s: rng.randint(2, 4) for s in plan.ids},
                                      conclusion_len=rng.randint(0, 3), separator_lens=rng.randint(0, 1))
+        layout = layout.for_mode(mode)
         mask = ml.attention_mask(layout, mode)
         for q in range(layout.T):
             for k in range(layout.T):
                 e = ml.explain(layout, q, k, mode)
                 assert e["allowed"] == bool(mask[q, k]), (plan.to_outline(tagged=False), q, k, e)
+
+
+def test_request_layout_is_one_causal_sequence_per_request():
+    """The request rule is what a stock engine runs: each step is prefix + its ancestors'
+    blocks (plan order) + its own, the conclusion prefix + every block + its own, each
+    plain causal from position 0; nothing else sees anything."""
+    rng = random.Random("request")
+    for _ in range(500):
+        plan = random_plan(rng)
+        if not len(plan):  # a layout needs a step
+            continue
+        prefix = rng.randint(1, 6)
+        lens = {s: rng.randint(2, 5) for s in plan.ids}
+        plain = ml.Layout.from_plan(plan, prefix, lens, conclusion_len=rng.randint(0, 3),
+                                    separator_lens=rng.randint(0, 1))
+        plain.token_ids = tuple(range(1000, 1000 + plain.T))  # every plain token told apart
+        layout = plain.for_requests()
+        mask, pos = ml.attention_mask(layout, "request"), ml.position_ids(layout, "request")
+        own = {seg.branch: list(plain.token_ids[seg.start:seg.stop]) for seg in plain.segments}
+        expected = torch.zeros(layout.T, layout.T, dtype=torch.bool)
+        expected[:prefix, :prefix] = torch.ones(prefix, prefix, dtype=torch.bool).tril()
+        for seg in layout.segments[1:]:
+            reads = [s for s in plan.ids if s in plan.ancestors(seg.branch)] if seg.branch != "conclusion" else plan.ids
+            request = own["prefix"] + [t for s in reads for t in own[s]] + own[seg.branch]
+            index = list(range(prefix)) + list(range(seg.start, seg.stop))  # the request's tokens in the layout
+            assert [layout.token_ids[i] for i in index] == request
+            assert pos[index].tolist() == list(range(len(request)))
+            causal = torch.ones(len(index), len(index), dtype=torch.bool).tril()
+            expected[torch.tensor(index)[:, None], torch.tensor(index)[None, :]] = causal
+        assert torch.equal(mask, expected), plan.to_outline(tagged=False)
+        assert layout.base.token_ids == plain.token_ids

@@ -88,6 +88,7 @@ def test_speculative_within_dag_within_layered_within_sequential(layout):
 @settings(max_examples=150, deadline=None)
 @given(layouts(), st.sampled_from(ml.ENGINE_MODES))
 def test_every_key_a_token_sees_sits_at_an_earlier_position(layout, mode):
+    layout = layout.for_mode(mode)
     mask, pos = ml.attention_mask(layout, mode), ml.position_ids(layout, mode)
     for q in range(layout.T):
         keys = torch.nonzero(mask[q]).flatten()
@@ -208,7 +209,7 @@ def test_layout_from_token_ids_cuts_at_the_step_tags(tokenizer, example_text):
 
 def test_bad_mode_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown mode 'tree'; valid modes are dag, layered, speculative, "
-                                         "sequential, medverse-sft"):
+                                         "sequential, request, medverse-sft"):
         ml.attention_mask(LAYOUT, "tree")
     with pytest.raises(ValueError, match="valid modes are"):
         ml.position_ids(LAYOUT, "DAG")
