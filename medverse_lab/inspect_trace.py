@@ -39,6 +39,7 @@ def segment_picture(layout, mode: str) -> list[str]:
     segment), ◩ partly visible, · hidden; then each segment's positions."""
     from .topology import attention_mask, position_ids
 
+    layout = layout.for_mode(mode)  # request: each segment repeats the blocks it reads first
     mask, pos = attention_mask(layout, mode), position_ids(layout, mode)
     names = ["P" if s.branch == "prefix" else "C" if s.branch == "conclusion" else s.branch
              for s in layout.segments]
@@ -55,15 +56,19 @@ def segment_picture(layout, mode: str) -> list[str]:
             else:
                 cells.append("■" if bool(block.all()) else "·" if not bool(block.any()) else "◩")
         span = f"{int(pos[q.start])}..{int(pos[q.stop - 1])}" if len(q) else "-"
-        rows.append(f"  {names[i]:>2} {' '.join(cells)}   positions {span}")
+        repeats = layout.repeats.get(q.branch)
+        note = f"   (repeats {', '.join(repeats)} first)" if repeats else ""
+        rows.append(f"  {names[i]:>2} {' '.join(cells)}   positions {span}{note}")
     rows.insert(0, "     " + " ".join(names))
     return rows
 
 
 def miniature(layout, modes) -> list[str]:
-    """Token-level masks of a small layout, the modes side by side, positions below."""
+    """Token-level masks of a small layout, the modes side by side, positions below
+    (``request`` reads its own, longer layout: it is drawn apart by :func:`request_miniature`)."""
     from .topology import attention_mask, position_ids
 
+    modes = [m for m in modes if m != "request"]
     masks = [attention_mask(layout, m) for m in modes]
     width = layout.T
     lines = ["  ".join(m.ljust(width) for m in modes)]
@@ -73,6 +78,22 @@ def miniature(layout, modes) -> list[str]:
     lines.append("positions:")
     for m, row in zip(modes, pos_rows):
         lines.append(f"  {m:<13} {' '.join(str(p) for p in row)}")
+    return lines
+
+
+def request_miniature(layout) -> list[str]:
+    """The request layout of a small layout, token by token: the segment of each token,
+    the step whose block it repeats (blank for its own tokens), the mask, the positions."""
+    from .topology import attention_mask, position_ids
+
+    req = layout.for_requests()
+    mask, pos = attention_mask(req, "request"), position_ids(req, "request")
+    short = lambda b: "P" if b == "prefix" else "C" if b == "conclusion" else b[-1]
+    lines = [f"request ({req.T} tokens: each segment repeats the blocks it reads first):",
+             "segment  " + "".join(short(req.branch_of(i)) for i in range(req.T)),
+             "repeats  " + "".join(short(r) if (r := req.repeat_of(i)) else " " for i in range(req.T))]
+    lines += ["         " + "".join("█" if mask[q, k] else "·" for k in range(req.T)) for q in range(req.T)]
+    lines.append(f"positions: {' '.join(str(int(p)) for p in pos)}")
     return lines
 
 
@@ -113,5 +134,6 @@ def main(args) -> int:
     mini = Layout.from_plan(plan, prefix_len=2, step_lens=args.tokens_per_step, conclusion_len=2)
     out += ["", f"Token-level miniature ({args.tokens_per_step} tokens per step, prefix 2, conclusion 2; █ may attend):"]
     out += miniature(mini, MODES)
+    out += [""] + request_miniature(mini)
     print("\n".join(out))
     return 0

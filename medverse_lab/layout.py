@@ -216,17 +216,27 @@ class Layout:
         to a stock serving engine continues. Token ids, if known, are repeated too."""
         if self.expanded:
             return self
-        ids = None
-        if self.token_ids is not None:
-            own = {s.branch: self.token_ids[s.start:s.stop] for s in self.segments}
-            ids = list(own["prefix"])
-            for branch, repeated in request_repeats(self.plan).items():
-                for r in repeated:
-                    ids += own[r]
-                ids += own[branch]
         out = Layout(self.plan, self.prefix_len, self.step_lens, self.conclusion_len, self.separator_lens,
-                     token_ids=ids, repeats=request_repeats(self.plan))
+                     repeats=request_repeats(self.plan))
+        if self.token_ids is not None:
+            out.token_ids = tuple(self.token_ids[i] for i in out.base_index())
         out.collator_deps = self.collator_deps
+        return out
+
+    def base_index(self) -> list[int]:
+        """For each token of this layout, the index of the same token in :attr:`base` (a
+        repeated block points at the block it repeats); ``range(T)`` for a plain layout."""
+        if not self.expanded:
+            return list(range(self.T))
+        at, start = self.prefix_len, {}
+        for branch in [*self.plan.ids, "conclusion"]:
+            start[branch] = at
+            at += self.step_lens[branch] if branch != "conclusion" else self.conclusion_len
+        out = list(range(self.prefix_len))
+        for seg in self.segments[1:]:
+            for r, a, z in self.repeated_spans(seg.branch):
+                out += range(start[r], start[r] + z - a)
+            out += range(start[seg.branch], start[seg.branch] + seg.stop - self.own_start(seg.branch))
         return out
 
     def for_mode(self, mode: str) -> "Layout":

@@ -12,7 +12,7 @@ from medverse_lab.engine.decode import Batch, decode_many
 from conftest import QUESTION as Q
 from test_engine import assert_exact, recording
 
-MODES = ("dag", "layered", "speculative", "sequential")
+MODES = ("dag", "layered", "speculative", "sequential", "request")
 KW = dict(max_step_tokens=5, max_conclusion_tokens=5)
 QUESTIONS = [
     Q,

@@ -14,7 +14,7 @@ from medverse_lab.engine import Engine, ForcedClose, PlanRejected, Run, StepStar
 
 from conftest import QUESTION as Q, tiny_model
 
-MODES = ("dag", "layered", "speculative", "sequential")
+MODES = ("dag", "layered", "speculative", "sequential", "request")
 KW = dict(max_step_tokens=5, max_conclusion_tokens=5)
 
 
@@ -96,8 +96,10 @@ def test_greedy_run_equals_teacher_forced_forward(engines, plan, family, attn, m
     assert trace.plan == plan and trace.step_texts == run.steps and trace.conclusion == run.conclusion
     mask = ml.attention_mask(run.layout, mode)
     closes = [run.layout.close_index(s) for s in plan.ids]
-    concl = run.layout.segment("conclusion")
-    assert mask[concl.start:concl.stop][:, closes].all()
+    if mode == "request":  # the conclusion's request repeats every block, </Step> included
+        closes = [z - 1 - run.layout.separator_lens[r] for r, _, z in run.layout.repeated_spans("conclusion")]
+    own = run.layout.own_start("conclusion")
+    assert mask[own:run.layout.T][:, closes].all()
     assert [run.layout.token_ids[i] for i in closes] == [engine.tags["</Step>"]] * len(plan)
     assert run.layout.token_ids[run.layout.prefix_len - 2] == engine.tags["<Execution>"]
 
@@ -140,11 +142,12 @@ def test_schedulers_follow_their_rule(engines):
                     ml.Step("2", "a much longer description of a finding -> and of what it implies clinically"),
                     ml.Step("3", "b -> c", deps=["1"])])
     runs = {m: engine.run(Q, mode=m, plan=plan, temperature=0, **KW) for m in MODES}
-    dag, lay, spec, seq = (_spans(runs[m]) for m in MODES)
+    dag, lay, spec, seq, req = (_spans(runs[m]) for m in MODES)
     assert dag["1"][0] == dag["2"][0] and dag["3"][0] == dag["1"][1] + 1  # 3 starts as soon as 1 is done
     assert lay["3"][0] == max(lay["1"][1], lay["2"][1]) + 1               # layered waits for the chunk
     assert spec["1"][0] == spec["2"][0] == spec["3"][0]                   # all at once
     assert seq["1"][1] < seq["2"][0] and seq["2"][1] < seq["3"][0]        # one after another
+    assert req["1"][0] == req["2"][0] and req["3"][0] == req["1"][1] + 1  # request: as dag
     seq = runs["sequential"].tokens
     per_call = seq.group_by("forward_call").agg(pl.col("branch").n_unique(), (~pl.col("forced")).sum())
     assert per_call["branch"].max() == 1 and per_call["forced"].max() <= 1  # one branch, one sampled token per call
@@ -314,7 +317,7 @@ def test_run_object(engines, plan):
     engine = engines()
     run = engine.run(Q, mode="layered", plan=plan, temperature=0, **KW)
     assert list(run.tokens.columns) == ["branch", "logical_index", "cache_index", "position", "token_id", "text",
-                                        "forced", "forward_call", "time_s"]
+                                        "forced", "forward_call", "time_s", "repeat_of"]
     assert set(run.tokens["branch"].unique()) == {"prefix", "conclusion", *plan.ids}
     assert run.text.startswith(run.prompt) and run.prompt.endswith("<Think>\n")
     assert run.text.endswith("</Conclusion>\n</Think>")

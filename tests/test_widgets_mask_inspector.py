@@ -38,6 +38,8 @@ def test_positions_are_little_endian_int32():
 @pytest.mark.parametrize("mode", ml.MODES)
 def test_the_view_gets_the_mode_mask_and_positions_as_bytes(layout, mode):
     w = MaskInspector(layout, mode=mode)
+    layout = layout.for_mode(mode)  # request shows the request layout
+    assert w.T == layout.T and [s["stop"] for s in w.segments] == [s.stop for s in layout.segments]
     assert isinstance(w.mask, bytes) and isinstance(w.positions, bytes)
     assert torch.equal(unpack_bits(w.mask, (layout.T, layout.T)), ml.attention_mask(layout, mode))
     got = np.frombuffer(w.positions, dtype="<i4")
@@ -84,12 +86,33 @@ def test_segments_and_token_texts_from_a_layout_with_a_tokenizer(tokenizer, exam
 
 @pytest.mark.parametrize("mode", ml.MODES)
 def test_every_explanation_agrees_with_the_mask(layout, mode):
+    layout = layout.for_mode(mode)
     mask = ml.attention_mask(layout, mode)
     for q in range(layout.T):
         for k in range(layout.T):
             e = explain(layout, q, k, mode)
             assert e["allowed"] == bool(mask[q, k]), (q, k, e)
             assert e["text"]
+
+
+def test_request_mode_shows_the_request_layout_and_names_repeats(layout, tokenizer, example_text):
+    trace = ml.parse_trace(example_text)
+    real = ml.Layout.from_trace(trace, tokenizer)
+    w = MaskInspector(real, tokenizer=tokenizer, diff="layered")
+    w.mode = "request"
+    req = real.for_requests()
+    assert w.T == req.T and w.token_layout.expanded
+    assert w.diff_mode == "" and "different layouts" in w.notice  # no cell-by-cell diff across layouts
+    five = next(s for s in w.segments if s["branch"] == "5")
+    assert [r["step"] for r in five["repeats"]] == ["1", "2", "3", "4"]
+    assert "".join(w.tokens) == tokenizer.decode(list(req.token_ids), skip_special_tokens=False,
+                                                 clean_up_tokenization_spaces=False)
+    r = five["repeats"][0]
+    e = w.explain(five["stop"] - 1, r["start"])
+    assert e["allowed"] and e["reason"] == "request-repeat" and "step 1's block repeated in step 5" in e["text"]
+    assert e["q_position"] < req.T  # counted on from the prefix, not from the repeated layout's index
+    w.mode = "dag"
+    assert w.T == real.T and w.tokens[0] == tokenizer.decode([real.token_ids[0]])
 
 
 def reason(layout, q_branch, k_branch, mode, q_off=0, k_off=0):

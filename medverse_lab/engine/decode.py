@@ -13,20 +13,26 @@ Visibility is the segment rule of :func:`medverse_lab.segment_visibility` (the o
 uses) over the run's own slots, and nothing of another run (the batch is block-diagonal);
 within a call, a new token sees the new tokens before it that its segment may see.
 Positions come from :func:`medverse_lab.segment_starts`, asked each time a step finishes.
+
+In mode ``request`` a step's branch first feeds its ancestors' blocks again, with its
+header, as one known chunk in new cache slots that only it sees (the conclusion likewise
+with every block): each branch is then the linear sequence a stock engine would decode as
+one request, and the run's layout is the request layout (:meth:`Layout.for_requests`).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..errors import PlanError
 from ..plan import Plan, Step, _parse_outline
 from ..prompt import build_prompt
-from ..topology import ready_steps, segment_starts, segment_visibility
+from ..layout import request_repeats
+from ..topology import read_steps, ready_steps, segment_starts, segment_visibility
 from .events import Event, ForcedClose, PhaseStart, PlanRejected, Rerun, StepEnd, StepStart
 from .kv import new_cache, select_slots
 from .run import Run, Slots, TokenEvent
@@ -126,6 +132,8 @@ class Branch:
     limit: int                 # most body tokens sampled before the close is forced
     stray: frozenset
     span: list                 # [first body offset, end of body offset]
+    own_from: int = 0          # offset where its own tokens start (after repeated blocks, in request mode)
+    fed: list = field(default_factory=list)  # every token fed, in order (a step's own ones are its block)
     n_sampled: int = 0
     closing: bool = False      # the close tag (and tail) is pending: the branch ends after it
     done: bool = False
@@ -136,11 +144,15 @@ class Branch:
         return self.pending if limit is None or self.kind == "plan" else self.pending[:limit]
 
     @classmethod
-    def open(cls, name, kind, seg, pos, forced, close_id, tail, limit, stray, offset=0, body=None) -> "Branch":
-        """A branch that feeds ``forced`` first; with ``body`` its whole block is known."""
+    def open(cls, name, kind, seg, pos, forced, close_id, tail, limit, stray, offset=0, body=None,
+             repeated=()) -> "Branch":
+        """A branch that feeds ``repeated`` (earlier blocks, request mode) and ``forced``
+        first; with ``body`` its whole block is known."""
+        forced = [*repeated, *forced]
         start = offset + len(forced)
         b = cls(name=name, kind=kind, seg=seg, pos=pos, offset=offset, pending=[(t, True) for t in forced],
-                close_id=close_id, tail=tuple(tail), limit=limit, stray=stray, span=[start, None])
+                close_id=close_id, tail=tuple(tail), limit=limit, stray=stray, span=[start, None],
+                own_from=offset + len(repeated))
         if body is not None:
             b.pending += [(t, True) for t in (*body, close_id, *tail)]
             b.span[1], b.closing = start + len(body), True
@@ -180,6 +192,7 @@ class Decoder:
         self.done: set[str] = set()
         self.started: set[str] = set()
         self.lens: dict[str, int] = {}
+        self.blocks: dict[str, list[int]] = {}  # finished steps' own tokens, repeated by request-mode branches
         self.conclusion_started = False
         self.quiet = 0                       # leading slots not reported (the prompt: given, not decoded)
 
@@ -221,6 +234,8 @@ class Decoder:
                 generation=generation)
         d.spans = {k: v for k, v in run._spans.items() if k not in drop}
         d.prefix_len = run.layout.prefix_len
+        ids = run.layout.token_ids
+        d.blocks = {s: list(ids[run.layout.own_start(s):run.layout.segment(s).stop]) for s in plan.ids if s not in drop}
         if forced is not None:
             d.forced_bodies[step] = forced
         kept = [s for s in plan.ids if s not in drop]
@@ -250,6 +265,7 @@ class Decoder:
         fed = []
         for b in self.running:
             chunk = b.chunk(self.e.step_chunk)
+            b.fed += [tok for tok, _ in chunk]
             for tok, forced in chunk:
                 self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
                 self.slot_seg.append(b.seg)
@@ -303,6 +319,7 @@ class Decoder:
                 self.start_steps(*self.read_plan(self.e.decode(self.slots.token[a:z])))
         elif b.kind == "step":
             self.lens[b.name] = b.offset
+            self.blocks[b.name] = b.fed[b.own_from:]
             self.done.add(b.name)
             self.events.append(StepEnd(b.name, t, self.calls - 1, tokens=b.offset))
             self.schedule()
@@ -325,6 +342,7 @@ class Decoder:
         self.seg["prefix"], self.seg["conclusion"] = 0, len(plan) + 1
         self.vis = segment_visibility(plan, mode).to(self.e.device)
         self.sees_all = self.vis.all(1).tolist()
+        self.repeats = request_repeats(plan) if mode == "request" else {}
         self.done, self.lens = set(done), dict(lens or {})
         self.started, self.conclusion_started = set(done), False
         self.events.append(PhaseStart("steps", self.now(), mode))
@@ -343,7 +361,7 @@ class Decoder:
                 forced = [ids.tags["<Step>"], *e.encode(f" {plan[sid].header()}\n")]
                 self.new.append(Branch.open(sid, "step", self.seg[sid], starts[sid], forced, ids.tags["</Step>"],
                                             ids.separator, s.max_step_tokens, ids.step_stray,
-                                            body=self.forced_bodies.get(sid)))
+                                            body=self.forced_bodies.get(sid), repeated=self.repeated(sid)))
                 self.started.add(sid)
                 self.events.append(StepStart(sid, self.now(), self.calls, position=starts[sid]))
         if len(self.done) == len(plan) and not self.conclusion_started:
@@ -354,7 +372,12 @@ class Decoder:
             start = segment_starts(plan, self.prefix_len, self.lens, self.mode)["conclusion"]
             self.new.append(Branch.open("conclusion", "conclusion", self.seg["conclusion"], start,
                                         ids.conclusion_open, ids.tags["</Conclusion>"], ids.conclusion_tail,
-                                        s.max_conclusion_tokens, ids.conclusion_stray))
+                                        s.max_conclusion_tokens, ids.conclusion_stray,
+                                        repeated=self.repeated("conclusion")))
+
+    def repeated(self, branch: str) -> list[int]:
+        """The blocks ``branch``'s request repeats before its own tokens (request mode; else none)."""
+        return [t for r in self.repeats.get(branch, ()) for t in self.blocks[r]]
 
     # ----- the result ---------------------------------------------------------------------
     def to_run(self, cache) -> Run:

@@ -21,7 +21,7 @@ import torch
 
 from ..plan import Plan
 from ..tokens import TAGS, add_medverse_tokens, to_dtype
-from ..topology import ENGINE_MODES, segment_visibility
+from ..topology import ENGINE_MODES, read_steps
 from ..prompt import SYSTEM_PROMPT, THINK_PREFIX
 from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
 from .events import Rerun
@@ -184,7 +184,9 @@ class Engine:
 
         ``mode=None`` uses the model's ``medverse_mode`` (default ``dag``); ``dag`` starts a
         step the moment its parents finish, ``layered`` runs chunk by chunk, ``speculative``
-        all steps at once, ``sequential`` one after another. ``plan`` (a :class:`Plan` or
+        all steps at once, ``sequential`` one after another; ``request`` schedules as
+        ``dag`` but each step reads its ancestors' blocks again as its own request, as a
+        stock serving engine decodes it (``run.layout`` is then the request layout). ``plan`` (a :class:`Plan` or
         outline text) is validated and forced instead of Phase I. ``temperature=0`` is
         greedy; ``seed`` fixes sampling. A step ends at ``</Step>`` or after
         ``max_step_tokens`` body tokens (then ``</Step>`` is forced and ``run.events`` says
@@ -257,9 +259,9 @@ class Engine:
               description: str | None = None, on_token=None) -> Run:
         """Decode ``step`` again, with what depends on it and the conclusion; reuse the rest.
 
-        Dropped from the cache: the step, every step whose tokens see it under ``run.mode``
-        (its descendants for ``dag``; every later chunk for ``layered``; every later step for
-        ``sequential``) and the conclusion. Every other slot is kept as it is (the cache is
+        Dropped from the cache: the step, every step that reads it under ``run.mode``
+        (its descendants for ``dag`` and ``request``; every later chunk for ``layered``;
+        every later step for ``sequential``) and the conclusion. Every other slot is kept as it is (the cache is
         compacted), so untouched steps stay token-identical. ``seed=None`` uses
         ``run.seed + generation + 1``; ``text`` forces the step's body (fed in one forward
         call). ``description`` rewrites the step in the plan: since every step and the
@@ -295,10 +297,8 @@ class Engine:
                               forced_bodies={sid: forced} if forced is not None else None, generation=gen_no,
                               first_events=[note])
             return decode_alone(d)
-        vis = segment_visibility(plan, run.mode)
-        index = {s: i + 1 for i, s in enumerate(plan.ids)}
-        later = plan.ids[plan.ids.index(sid) + 1:]  # (sequential's segment rule is all True; order cuts it)
-        drop = {sid} | {t for t in later if bool(vis[index[t], index[sid]])} | {"conclusion"}
+        reads = read_steps(plan, run.mode)  # what each step sees or (request) repeats
+        drop = {sid} | {t for t in plan.ids if sid in reads[t]} | {"conclusion"}
         d, keep = Decoder.resume(self, run, plan, sid, drop, forced, settings, gen_no, emit=emit)
         with torch.inference_mode():
             cache = select_slots(run._cache, torch.tensor(keep, device=self.device), self.model.config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..layout import Layout
+from ..layout import Layout, request_repeats
 from ..plan import Plan
 from ..questions import parse_answer
 from .events import ForcedClose, PlanRejected, Rerun
@@ -91,8 +91,11 @@ class Run:
         for b in slots.branch:
             lens[b] = lens.get(b, 0) + 1
         ids_by_cache = slots.token
+        repeats = request_repeats(plan) if mode == "request" else None
+        for branch in [*plan.ids, "conclusion"]:  # a request's own tokens follow the blocks it repeats
+            lens[branch] = lens.get(branch, 0) - sum(lens[r] for r in (repeats or {}).get(branch, ()))
         self.layout = Layout(plan, lens.get("prefix", 0), {s: lens[s] for s in plan.ids},
-                             lens.get("conclusion", 0), separator_len, token_ids=[0] * len(slots))
+                             lens.get("conclusion", 0), separator_len, token_ids=[0] * len(slots), repeats=repeats)
         start = {seg.branch: seg.start for seg in self.layout.segments}
         self._logical = [start[b] + o for b, o in zip(slots.branch, slots.offset)]
         ids = [0] * len(slots)
@@ -110,8 +113,9 @@ class Run:
 
     @cached_property
     def text(self) -> str:
-        """The whole trace in logical order (prompt, plan, steps in plan order, conclusion)."""
-        return self._decode(self.layout.token_ids)
+        """The whole trace in logical order (prompt, plan, steps in plan order, conclusion);
+        in mode ``request`` each block once, as the trace writes it (``layout.base``)."""
+        return self._decode(self.layout.base.token_ids)
 
     @cached_property
     def steps(self) -> dict[str, str]:
@@ -132,17 +136,21 @@ class Run:
     def tokens(self):
         """A polars DataFrame, one row per token in logical order: ``branch``,
         ``logical_index``, ``cache_index``, ``position``, ``token_id``, ``text``, ``forced``,
-        ``forward_call``, ``time_s``."""
+        ``forward_call``, ``time_s``, and ``repeat_of``: in mode ``request`` the step whose
+        block a token repeats at the head of its branch's request (else null)."""
         import polars as pl
 
         s = self._slots
+        spans = {b: self.layout.repeated_spans(b) for b in self.layout.repeats}
+        repeat_of = [next((r for r, a, z in spans.get(b, ()) if a <= i < z), None)
+                     for b, i in zip(s.branch, self._logical)]
         df = pl.DataFrame({
             "branch": s.branch, "logical_index": self._logical, "cache_index": list(range(len(s))),
             "position": s.position, "token_id": s.token, "text": [self._piece(t) for t in s.token],
-            "forced": s.forced, "forward_call": s.call, "time_s": s.time,
+            "forced": s.forced, "forward_call": s.call, "time_s": s.time, "repeat_of": repeat_of,
         }, schema={"branch": pl.String, "logical_index": pl.Int64, "cache_index": pl.Int64, "position": pl.Int64,
                    "token_id": pl.Int64, "text": pl.String, "forced": pl.Boolean, "forward_call": pl.Int64,
-                   "time_s": pl.Float64})
+                   "time_s": pl.Float64, "repeat_of": pl.String})
         return df.sort("logical_index")
 
     # ----- events ----------------------------------------------------------------------

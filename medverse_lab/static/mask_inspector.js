@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:a9f383e852a55b4e5c2c4b491688f33c34b0fb1badcbfa0fc19ed487226a48b8 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:34c2ca337ca4f298b2c7f9f1f17e9b870ab2c7423fb9f9969e6526f43e906927 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -67,7 +67,7 @@ function rgb(color) {
   return [d[0], d[1], d[2]];
 }
 function render({ model, el }) {
-  let view = { r0: 0, c0: 0, n: model.get("T") };
+  let view = { r0: 0, c0: 0, n: model.get("T"), T: model.get("T") };
   let hover = null;
   let clicked = null;
   let drag = null;
@@ -129,7 +129,9 @@ function render({ model, el }) {
     diffPos = int32s(model.get("diff_positions"));
     branchOf = new Int32Array(T);
     model.get("segments").forEach((seg, j) => branchOf.fill(j, seg.start, seg.stop));
-    if (view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) view = { r0: 0, c0: 0, n: T };
+    if (T !== view.T || view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) {
+      view = { r0: 0, c0: 0, n: T, T };
+    }
     size();
   }
   const segOf = (i) => model.get("segments")[branchOf[i]];
@@ -235,11 +237,36 @@ function render({ model, el }) {
         ctx.fillStyle = color;
         if (axis === "col") ctx.fillRect(BAND + p0, 0, Math.max(len, 1), BAND - 3);
         else ctx.fillRect(0, BAND + p0, BAND - 3, Math.max(len, 1));
+        for (const rep of seg.repeats || []) {
+          const ra = Math.max(rep.start, off);
+          const rb = Math.min(rep.stop, off + view.n);
+          if (rb <= ra) continue;
+          const q0 = (ra - off) * scale;
+          const rlen = Math.max((rb - ra) * scale, 1);
+          const src = segs.findIndex((sg) => sg.branch === rep.step);
+          ctx.fillStyle = cssVar(root, "--jp-layout-color0", "#fff");
+          if (axis === "col") ctx.fillRect(BAND + q0, 0, rlen, BAND - 3);
+          else ctx.fillRect(0, BAND + q0, BAND - 3, rlen);
+          ctx.globalAlpha = 0.45;
+          ctx.fillStyle = segColor(src, segs);
+          if (axis === "col") ctx.fillRect(BAND + q0, 0, rlen, BAND - 3);
+          else ctx.fillRect(0, BAND + q0, BAND - 3, rlen);
+          ctx.globalAlpha = 1;
+          const mark = `↻${rep.step}`;
+          if (axis === "col" && rlen > 8 * mark.length + 4) {
+            ctx.fillStyle = cssVar(root, "--jp-ui-font-color1", "#222");
+            ctx.fillText(mark, BAND + q0 + 2, (BAND - 3) / 2);
+          }
+        }
+        const reps = seg.repeats || [];
+        const own = Math.max(reps.length ? reps[reps.length - 1].stop : seg.start, off);
+        const ownLen = (b - own) * scale;
         const label = seg.branch === "prefix" ? "P" : seg.branch === "conclusion" ? "C" : seg.branch;
-        if (len > 8 * label.length + 4) {
+        if (ownLen > 8 * label.length + 4) {
+          const o0 = (own - off) * scale;
           ctx.fillStyle = "#fff";
-          if (axis === "col") ctx.fillText(label, BAND + p0 + 2, (BAND - 3) / 2);
-          else ctx.fillText(label.slice(0, 2), 2, BAND + p0 + Math.min(len / 2, 8));
+          if (axis === "col") ctx.fillText(label, BAND + o0 + 2, (BAND - 3) / 2);
+          else ctx.fillText(label.slice(0, 2), 2, BAND + o0 + Math.min(ownLen / 2, 8));
         }
         ctx.fillStyle = cssVar(root, "--jp-border-color1", "#bbb");
         ctx.globalAlpha = 0.5;
@@ -378,7 +405,9 @@ function render({ model, el }) {
   };
   const describe = (i) => {
     const seg = segOf(i);
-    const where = seg.branch === "prefix" || seg.branch === "conclusion" ? seg.branch : `step ${seg.branch}`;
+    let where = seg.branch === "prefix" || seg.branch === "conclusion" ? seg.branch : `step ${seg.branch}`;
+    const rep = (seg.repeats || []).find((r) => r.start <= i && i < r.stop);
+    if (rep) where += `, repeating step ${rep.step}`;
     const alt = diffPos.length ? `/${fmt(diffPos[i])}` : "";
     return `${fmt(i)} (${where}, pos ${fmt(pos[i])}${alt})${tokenText(i)}`;
   };
@@ -470,7 +499,7 @@ function render({ model, el }) {
       const dc = Math.round((drag.x - x) / sc);
       const dr = Math.round((drag.y - y) / sc);
       if (dc || dr) {
-        view = { n: view.n, c0: clamp(drag.c0 + dc, view.n), r0: clamp(drag.r0 + dr, view.n) };
+        view = { T: view.T, n: view.n, c0: clamp(drag.c0 + dc, view.n), r0: clamp(drag.r0 + dr, view.n) };
         drag.moved = true;
         draw();
         showControls();
@@ -518,7 +547,7 @@ function render({ model, el }) {
     const k = view.c0 + fx * view.n;
     const n = Math.max(Math.min(MIN_VIEW, T), Math.min(T, Math.round(view.n * factor)));
     if (n === view.n) return;
-    view = { n, r0: clamp(Math.round(q - fy * n), n), c0: clamp(Math.round(k - fx * n), n) };
+    view = { T: view.T, n, r0: clamp(Math.round(q - fy * n), n), c0: clamp(Math.round(k - fx * n), n) };
     draw();
     showControls();
     scheduleOverlay();
@@ -531,7 +560,7 @@ function render({ model, el }) {
     zoom(e.deltaY > 0 ? 1.25 : 0.8, (y - BAND) / S, (x - BAND) / S);
   }, { passive: false });
   const reset = () => {
-    view = { r0: 0, c0: 0, n: T };
+    view = { r0: 0, c0: 0, n: T, T };
     draw();
     showControls();
     scheduleOverlay();

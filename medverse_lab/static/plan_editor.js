@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:a9f383e852a55b4e5c2c4b491688f33c34b0fb1badcbfa0fc19ed487226a48b8 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:34c2ca337ca4f298b2c7f9f1f17e9b870ab2c7423fb9f9969e6526f43e906927 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";

@@ -25,6 +25,9 @@ DESCRIPTIONS = {
     "layered": "a step sees the prefix, every earlier chunk and its own past (the public training rule)",
     "speculative": "a step sees the prefix and its own past (what the public engine runs)",
     "sequential": "plain causal: every earlier token",
+    "request": "each step is its own request: prefix, its ancestors' blocks repeated (lighter bands), then its own "
+               "tokens, plain causal from the prefix end (what a stock serving engine decodes); the conclusion "
+               "repeats every block",
     "medverse-sft": "the public training collator, bit for bit (siblings read each other through separators)",
 }
 
@@ -38,6 +41,11 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
     ``token_layout`` is the :class:`~medverse_lab.Layout` shown (``layout`` is ipywidgets'
     CSS layout). Hover a cell to see the two tokens; click it to read why q can or cannot see k
     (:meth:`explain`). ``diff`` marks the cells where two modes differ.
+
+    Mode ``request`` shows the request layout (:meth:`Layout.for_requests`): more tokens,
+    each step's segment starting with its ancestors' blocks repeated, drawn as lighter
+    bands in the repeated step's colour. It reads another layout than the other modes,
+    so it has no cell-by-cell diff with them.
     """
 
     _esm = STATIC / "mask_inspector.js"
@@ -59,7 +67,8 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
     diff = t.Bytes(b"").tag(sync=True)
     diff_positions = t.Bytes(b"").tag(sync=True)
     diff_count = t.Int(0).tag(sync=True)
-    #: ``{"branch", "start", "stop"}`` per segment, in logical order
+    #: ``{"branch", "start", "stop", "repeats"}`` per segment, in logical order; ``repeats``
+    #: lists ``{"step", "start", "stop"}`` of the blocks it repeats first (mode ``request``)
     segments = t.List().tag(sync=True)
     #: text of every token in logical order ([] when unknown)
     tokens = t.List().tag(sync=True)
@@ -71,7 +80,7 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
 
     def __init__(self, source, mode: str | None = None, diff: str | None = None, tokenizer=None, **kwargs):
         super().__init__(**kwargs)
-        self._observing = False
+        self._observing = self._settling = False
         self.show(source, mode=mode, diff=diff, tokenizer=tokenizer)
         self.on_msg(self._on_frontend_msg)
 
@@ -88,40 +97,65 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
         diff = check_mode(diff) if diff else (self.diff_mode if self._observing else "")
         if self._observing:
             self.unobserve(self._on_modes, names=["mode", "diff_mode"])
-        self.token_layout, self.run, self._packed = layout, run, {}
+        self.base_layout, self.run, self._packed = layout.base, run, {}
+        self._base_texts = self._token_texts(layout, tokenizer)
         with self.hold_sync():
             self.run_mode = run_mode
-            self.T = layout.T
-            self.segments = [{"branch": s.branch, "start": s.start, "stop": s.stop} for s in layout.segments]
-            self.tokens = self._token_texts(tokenizer)
             self.mode, self.diff_mode = mode, diff
-            if self.selected not in layout.branches:
-                self.selected = ""
             self._refresh()
         self.observe(self._on_modes, names=["mode", "diff_mode"])
         self._observing = True
 
     # ----- data --------------------------------------------------------------------------
-    def _token_texts(self, tokenizer) -> list[str]:
+    def _token_texts(self, layout: Layout, tokenizer) -> list[str]:
+        """Text of every token of the plain layout (``layout.base``), in logical order."""
         if self.run is not None and hasattr(self.run, "tokens"):
-            return [str(s) for s in self.run.tokens["text"].to_list()]
-        ids = self.token_layout.token_ids
+            df = self.run.tokens
+            if "repeat_of" in df.columns:  # a request run: its own tokens, in order, are the trace's
+                df = df.filter(df["repeat_of"].is_null())
+            return [str(s) for s in df["text"].to_list()]
+        ids = layout.base.token_ids
         if ids is None or tokenizer is None:
             return []
         return [tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
 
+    @property
+    def token_layout(self) -> Layout:
+        """The layout shown: the request layout in mode ``request``, else the plain one."""
+        return self.base_layout.for_mode(self.mode)
+
     def packed_mask(self, mode: str) -> bytes:
-        """``attention_mask(layout, mode)`` bit-packed (cached per mode)."""
+        """``attention_mask(layout, mode)`` bit-packed, over the layout ``mode`` reads (cached per mode)."""
         if mode not in self._packed:
-            self._packed[mode] = pack_bits(attention_mask(self.token_layout, check_mode(mode)))
+            self._packed[mode] = pack_bits(attention_mask(self.base_layout.for_mode(mode), check_mode(mode)))
         return self._packed[mode]
 
     def _refresh(self) -> None:
-        T = self.token_layout.T
+        layout = self.token_layout
+        T = layout.T
+        notice = ""
+        if self.diff_mode and (self.diff_mode == "request") != (self.mode == "request"):
+            notice = (f"{self.mode} and {self.diff_mode} read different layouts (request repeats earlier steps' "
+                      "blocks), so they have no cell-by-cell diff: the diff is cleared")
+            self._settling = True
+            try:
+                self.diff_mode = ""
+            finally:
+                self._settling = False
         a = self.packed_mask(self.mode)
         with self.hold_sync():
+            self.T = T
+            self.segments = [{"branch": s.branch, "start": s.start, "stop": s.stop,
+                              "repeats": [{"step": r, "start": x, "stop": z} for r, x, z in layout.repeated_spans(s.branch)]}
+                             for s in layout.segments]
+            if notice:
+                self.notice = notice
+            texts = self._base_texts
+            self.tokens = [texts[i] for i in layout.base_index()] if texts else []
+            if self.selected not in layout.branches:
+                self.selected = ""
             self.mask = a
-            self.positions = int32_bytes(position_ids(self.token_layout, self.mode))
+            self.positions = int32_bytes(position_ids(layout, self.mode))
             if self.diff_mode:
                 b = self.packed_mask(self.diff_mode)
                 xa = torch.frombuffer(bytearray(a), dtype=torch.uint8) if a else torch.zeros(0, dtype=torch.uint8)
@@ -129,12 +163,14 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
                 x = xa ^ xb
                 self.diff = x.numpy().tobytes()
                 self.diff_count = int(_POPCOUNT[x.long()].sum()) if T else 0
-                self.diff_positions = int32_bytes(position_ids(self.token_layout, self.diff_mode))
+                self.diff_positions = int32_bytes(position_ids(layout, self.diff_mode))
             else:
                 self.diff, self.diff_positions, self.diff_count = b"", b"", 0
             self.explanation = {}
 
     def _on_modes(self, change) -> None:
+        if self._settling:  # _refresh itself cleared an impossible diff
+            return
         name, value = change["name"], change["new"]
         if value and value not in MODES:  # a bad value from the view: put the old one back
             self.set_trait(name, change["old"])

@@ -104,6 +104,45 @@ def test_mask_diff_hover_click_and_mode(notebook, artifacts):
     assert page.js_errors == []
 
 
+REQUEST_STATE = ("print(json.dumps({'mode': mi.mode, 'diff': mi.diff_mode, 'T': mi.T, 'notice': mi.notice, "
+                 "'explanation': mi.explanation}))")
+
+
+def test_request_mode_shows_each_request_with_its_repeated_blocks(notebook, artifacts):
+    """Choosing request in the view: Python answers with the request layout (56 tokens: step 3
+    repeats 1 and 2, step 4 repeats 1, step 5 repeats 1-3, the conclusion all five), the
+    impossible diff is cleared and said, hovering names a repeated block, a click explains it."""
+    nb = notebook([SETUP, REQUEST_STATE, REQUEST_STATE])
+    nb.run(0)
+    view = nb.panel.locator(".mv-mask-inspector")
+    page = nb.page
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.draws >= 1")
+    view.locator("select.mv-mode").select_option("request")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.mode === 'request'")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-caption').textContent.startsWith('T = 56')")
+    s = state(nb, 1)
+    assert (s["mode"], s["diff"], s["T"]) == ("request", "", 56) and "different layouts" in s["notice"]
+    cell = M // 56
+    assert view.get_attribute("data-matrix-px") == str(cell * 56)  # shown whole: the zoom follows the new size
+    # step 3's segment is tokens 11-19: step 1 repeated (11-13), step 2 repeated (14-17), its own 18-19
+    view.locator("canvas.mv-overlay").scroll_into_view_if_needed()
+    box = view.locator("canvas.mv-overlay").bounding_box()
+    x, y = cell_xy(19, 12, cell)
+    page.mouse.move(box["x"] + x - 2, box["y"] + y - 2)
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-hover').textContent.startsWith('q ')")
+    hover = view.locator(".mv-hover").inner_text()
+    assert hover.startswith("q 19 (step 3, pos 12)") and "can see k 12 (step 3, repeating step 1, pos 5)" in hover
+    assert pixel(view, *cell_xy(19, 12, cell)) == css_rgb(page, "--jp-brand-color1")
+    assert pixel(view, *cell_xy(19, 5, cell)) == css_rgb(page, "--jp-layout-color2")  # step 1's own block: another request
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.wait_for_function("document.querySelector('.mv-mask-inspector .mv-explain').textContent.includes('[request-repeat]')")
+    s = state(nb, 2)
+    assert s["explanation"]["reason"] == "request-repeat" and s["explanation"]["allowed"]
+    nb.screenshots(view, artifacts / "mask_inspector-request")
+    assert page.js_errors == []
+
+
 BIG = """\
 import medverse_lab as ml
 steps = [ml.Step(str(i + 1), "s", [str(i)] if i % 4 else []) for i in range(64)]
