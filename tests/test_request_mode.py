@@ -82,6 +82,18 @@ def test_the_request_layout_repeats_blocks_exactly_as_decoded(engine):
     assert start["1"] == start["2"] == start["5"] < start["3"] < start["4"]
 
 
+def test_run_viewer_counts_a_requests_own_tokens(engine):
+    from medverse_lab.widgets.run_viewer import run_summary
+
+    run = engine.run(Q, mode="request", plan=DIAMOND, temperature=0, max_step_tokens=6, max_conclusion_tokens=6)
+    lanes = {lane["branch"]: lane for lane in run_summary(run)["lanes"]}
+    layout = run.layout
+    assert lanes["3"]["repeated"] == layout.step_lens["1"] + layout.step_lens["2"]
+    assert lanes["3"]["tokens"] == layout.step_lens["3"] and lanes["1"]["repeated"] == 0
+    assert lanes["conclusion"]["repeated"] == sum(layout.step_lens.values())
+    assert sum(lane["tokens"] + lane["repeated"] for lane in lanes.values()) == layout.T
+
+
 def test_streaming_and_rerun_in_request_mode(engine):
     kw = dict(mode="request", plan=DIAMOND, temperature=0, max_step_tokens=6, max_conclusion_tokens=6)
     stream = engine.stream(Q, **kw)
@@ -115,3 +127,28 @@ def test_teaching_model_runs_are_its_requests_decoded_by_generate():
         assert_exact(engine, run)
         total += assert_requests_equal_generate(engine, run)
     assert total > 100
+
+
+def test_train_mode_request_from_the_command_line(tmp_path):
+    """``medverse-lab train --mode request``: the checkpoint records the mode and the engine
+    decodes it by default."""
+    import subprocess
+    import sys
+
+    from medverse_lab.records import write_jsonl
+    from test_train import records
+
+    data = write_jsonl(records(24), tmp_path / "train.jsonl")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "medverse_lab.cli", "train", "--out", str(out), "--data", str(data), "--mode", "request",
+           "--steps", "4", "--vocab-size", "300", "--hidden-size", "32", "--num-layers", "2", "--num-heads", "4",
+           "--num-kv-heads", "2", "--intermediate-size", "64", "--batch-size", "4", "--eval-every", "2",
+           "--save-every", "4", "--max-len", "1024"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "`request`" in (out / "README.md").read_text()
+    engine = Engine.load(out)
+    assert engine.default_mode == "request"
+    run = engine.run(Q, plan=DIAMOND, temperature=0, max_step_tokens=4, max_conclusion_tokens=4)
+    assert run.mode == "request" and run.layout.expanded
+    assert_exact(engine, run)

@@ -38,9 +38,11 @@ def run_summary(run) -> dict:
     branches = df["branch"].to_list()
     calls = df["forward_call"].to_list()
     times = df["time_s"].to_list()
+    # mode request: a branch first re-feeds the blocks it reads; they are context, not its tokens
+    repeated = df["repeat_of"].is_not_null().to_list() if "repeat_of" in df.columns else [False] * len(branches)
     lanes = []
     for branch in run.layout.branches:
-        idx = [i for i, b in enumerate(branches) if b == branch]
+        idx = [i for i, b in enumerate(branches) if b == branch and not repeated[i]]
         if branch == "prefix":
             label, text = "Plan", run.plan.to_outline(tagged=False)
         elif branch == "conclusion":
@@ -48,6 +50,7 @@ def run_summary(run) -> dict:
         else:
             label, text = f"Step {branch}: {run.plan[branch].description}", run.steps[branch]
         lanes.append({"branch": branch, "label": label, "text": text, "tokens": len(idx),
+                      "repeated": sum(1 for i, b in enumerate(branches) if b == branch and repeated[i]),
                       "first_call": min((calls[i] for i in idx), default=0),
                       "last_call": max((calls[i] for i in idx), default=0),
                       "first_s": min((times[i] for i in idx), default=0.0),
@@ -59,7 +62,7 @@ def run_summary(run) -> dict:
     else:
         redone = set(branches) - {"prefix"}
         scope = "steps and conclusion"
-    phase2 = [i for i, b in enumerate(branches) if b in redone]
+    phase2 = [i for i, b in enumerate(branches) if b in redone and not repeated[i]]
     achieved = len({calls[i] for i in phase2})
     # the ideal over the same branches the tokens count: a rerun's kept steps weigh nothing
     lens = {sid: run.layout.step_lens[sid] for sid in run.plan.ids if sid in redone}
