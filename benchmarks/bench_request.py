@@ -15,13 +15,12 @@ step token), Phase II forward calls, and the cache slots the run holds. Printed 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 
 import torch
 
 import medverse_lab as ml
-from bench_engine import QUESTION, build, plan_of
+from bench_engine import QUESTION, build, machine, plan_of
 
 MODES = ("dag", "request", "sequential")
 
@@ -57,9 +56,9 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     engine = build(args.device)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {args.device}; {args.step_tokens} tokens per step body, "
-          f"median of {args.repeats}\n")
+    print(f"Machine: {machine()}")
+    print(f"Model: the bench_engine model on {engine.device}; step body {args.step_tokens} tokens (forced close); "
+          f"median of {args.repeats} runs\n")
     print("| plan | mode | tokens re-encoded | Phase II s | Phase II calls | cache slots | time vs dag |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, plan in (("6 roots + join", plan_of(6)), ("chain of 4", chain()), ("diamond", diamond())):

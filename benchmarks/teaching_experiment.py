@@ -9,6 +9,9 @@ questions and prints the 2x2 table of accuracy and plan validity.
     python benchmarks/teaching_experiment.py --out runs --eval-only  # reuse trained models
     python benchmarks/teaching_experiment.py --out tiny --train-n 60 --steps 4,8 \
         --set hidden_size=32 num_layers=2 batch_size=2           # a smoke run in seconds
+    python benchmarks/teaching_experiment.py --out runs --modes request --steps 600 \
+        --set init=medverse_lab/assets/teaching-model lr=0.001 warmup=30 max_len=1024 \
+        --eval-modes request,dag,sequential                      # the request model: fine-tuned from the shipped one
 
 Training runs in stages (``--steps 1200,2400,3600``): a cosine schedule to the first figure,
 then resumed runs, each with a fresh cosine schedule to the next, which is how the shipped
@@ -55,6 +58,7 @@ def main(argv=None):
     ap.add_argument("--eval-n", type=int, default=200, help="held-out questions to decode per model and mode")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="dag,sequential", help="training modes, comma-separated")
+    ap.add_argument("--eval-modes", default="dag,sequential", help="modes each model is decoded in, comma-separated")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="TrainConfig fields for both models, e.g. hidden_size=128 lr=0.001")
@@ -80,19 +84,20 @@ def main(argv=None):
                                        seed=args.seed, resume=started, **overrides))
             print(f"trained {mode} to step {steps}: {time.perf_counter() - t0:.0f} s, final eval loss "
                   f"{result['history'][-1].get('eval_loss')}")
+    eval_modes = tuple(args.eval_modes.split(","))
     tables = []
     for mode in modes:
         engine = Engine.load(out / mode)
-        table, summary = evaluate(engine, test_path, modes=("dag", "sequential"), n=args.eval_n)
+        table, summary = evaluate(engine, test_path, modes=eval_modes, n=args.eval_n)
         table.write_csv(out / f"eval_{mode}.csv")
         tables.append(summary.with_columns(pl.lit(mode).alias("trained")))
         print(f"\ntrained with {mode}:\n{summary}")
     summary = pl.concat(tables, how="diagonal")
-    print("\n| trained \\ decoded | " + " | ".join(f"{m} accuracy | {m} plan valid" for m in ("dag", "sequential")) + " |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| trained \\ decoded | " + " | ".join(f"{m} accuracy | {m} plan valid" for m in eval_modes) + " |")
+    print("|---|" + "---:|---:|" * len(eval_modes))
     for mode in modes:
         cells = []
-        for dec in ("dag", "sequential"):
+        for dec in eval_modes:
             r = summary.filter((pl.col("trained") == mode) & (pl.col("mode") == dec)).row(0, named=True)
             cells += [f"{r['accuracy']:.1%}", f"{r['plan_valid']:.1%}"]
         print(f"| {mode} | " + " | ".join(cells) + " |")
