@@ -76,7 +76,7 @@ def _row(q, mode: str, run) -> dict:
     return row | dict(
         predicted=run.answer, correct=run.answer is not None and run.answer == q.answer,
         plan_valid=run.plan_error is None, decoded_mode=run.mode, steps=len(run.plan),
-        width=run.plan.width if len(run.plan) else 0, tokens=run.layout.T,
+        width=run.plan.width if len(run.plan) else 0, tokens=run.layout.base.T,
         forward_calls=int(run.tokens["forward_call"].max() or 0),
         time_plan=run.timings.get("plan", 0.0), time_steps=run.timings.get("steps", 0.0),
         time_conclusion=run.timings.get("conclusion", 0.0), time_total=run.timings.get("total", 0.0),

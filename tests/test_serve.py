@@ -71,7 +71,7 @@ def alone(engine, question, **kw):
 
 
 def completion_of(engine, run) -> str:
-    return engine.decode(run.layout.token_ids[len(engine.encode(run.prompt)):])
+    return engine.decode(run.layout.base.token_ids[len(engine.encode(run.prompt)):])
 
 
 # ----- the OpenAI shapes -----------------------------------------------------------------------
@@ -112,15 +112,19 @@ def test_text_completion_and_models(client, engine, server):
     assert health["status"] == "ok" and health["mode"] == "dag"
 
 
-def test_a_plan_and_mode_in_the_body(client, engine):
+@pytest.mark.parametrize("mode", ["sequential", "request"])
+def test_a_plan_and_mode_in_the_body(client, engine, mode):
     plan = "Transient Step 1: fever -> infection; Dependency: []\nTransient Step 2: infection -> antibiotics; " \
            "Dependency: [1]"
     reply = client.chat.completions.create(model="m", temperature=0, max_tokens=CAP, stream=True,
                                            messages=[{"role": "user", "content": QUESTION}],
-                                           extra_body={"mode": "sequential", "plan": plan})
-    text = "".join(c.choices[0].delta.content or "" for c in reply)
-    run = alone(engine, QUESTION, mode="sequential", plan=plan)
+                                           extra_body={"mode": mode, "plan": plan})
+    chunks = list(reply)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    run = alone(engine, QUESTION, mode=mode, plan=plan)
+    # request: step 2's request repeats step 1's block; the stream sends each block once
     assert text == completion_of(engine, run) and run.plan.ids == ["1", "2"]
+    assert chunks[-1].model_extra["medverse"]["summary"]["mode"] == mode
 
 
 # ----- SGLang's /generate, as the public MedVerse client calls it ------------------------------

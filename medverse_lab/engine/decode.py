@@ -32,7 +32,7 @@ from ..errors import PlanError
 from ..plan import Plan, Step, _parse_outline
 from ..prompt import build_prompt
 from ..layout import request_repeats
-from ..topology import read_steps, ready_steps, segment_starts, segment_visibility
+from ..topology import ready_steps, segment_starts, segment_visibility
 from .events import Event, ForcedClose, PhaseStart, PlanRejected, Rerun, StepEnd, StepStart
 from .kv import new_cache, select_slots
 from .run import Run, Slots, TokenEvent
@@ -270,7 +270,8 @@ class Decoder:
                 self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
                 self.slot_seg.append(b.seg)
                 if self.emit and n >= self.quiet:
-                    fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
+                    fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call,
+                                          b.offset < b.own_from))
                 n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
             b.pending = b.pending[len(chunk):]
         need = [i for i, b in enumerate(self.running) if not b.pending and not b.closing]
@@ -321,7 +322,7 @@ class Decoder:
             self.lens[b.name] = b.offset
             self.blocks[b.name] = b.fed[b.own_from:]
             self.done.add(b.name)
-            self.events.append(StepEnd(b.name, t, self.calls - 1, tokens=b.offset))
+            self.events.append(StepEnd(b.name, t, self.calls - 1, tokens=b.offset - b.own_from))
             self.schedule()
         else:
             self.marks["conclusion"] = t

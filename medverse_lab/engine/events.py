@@ -64,7 +64,8 @@ class StepStart(StepEvent):
 
 @dataclass(frozen=True)
 class StepEnd(StepEvent):
-    """Step ``branch`` closed after ``tokens`` tokens (its segment, separator included)."""
+    """Step ``branch`` closed after ``tokens`` tokens (its block, separator included; in mode
+    ``request`` not counting the blocks its request repeats)."""
 
     kind: ClassVar[str] = "step-end"
     tokens: int

@@ -20,7 +20,8 @@ class TokenEvent:
     """One token as it enters the cache: what ``on_token`` receives and ``stream`` yields.
 
     ``branch`` is ``"prefix"`` (plan included), a step id or ``"conclusion"``; ``time_s``
-    counts from the start of the run (or rerun).
+    counts from the start of the run (or rerun). ``repeated`` marks, in mode ``request``,
+    the tokens of earlier blocks a branch feeds again before its own (context, not output).
     """
 
     branch: str
@@ -31,6 +32,7 @@ class TokenEvent:
     cache_index: int
     forced: bool
     forward_call: int
+    repeated: bool = False
 
 
 @dataclass

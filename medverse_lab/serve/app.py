@@ -212,7 +212,8 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
         text, reason, matched = _reply(engine, run, sp.stop, sp.skip_special_tokens)
         return {"text": text, "meta_info": {
             "id": uuid.uuid4().hex, "finish_reason": {"type": reason, **({"matched": matched} if matched else {})},
-            "prompt_tokens": _prompt_len(engine, run), "completion_tokens": run.layout.T - _prompt_len(engine, run),
+            "prompt_tokens": _prompt_len(engine, run),
+            "completion_tokens": run.layout.base.T - _prompt_len(engine, run),
             "cached_tokens": 0, "e2e_latency": time.perf_counter() - t0, "medverse": _medverse(run)}}
 
     async def openai(request: Request, body, question: str, prompt: str, kind: str):
@@ -231,8 +232,8 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
         n_prompt = _prompt_len(engine, run)
         return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
                 "created": int(time.time()), "model": name, "choices": [choice],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": run.layout.T - n_prompt,
-                          "total_tokens": run.layout.T}, "medverse": _medverse(run)}
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": run.layout.base.T - n_prompt,
+                          "total_tokens": run.layout.base.T}, "medverse": _medverse(run)}
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
@@ -279,7 +280,7 @@ def _cut(text: str, stop) -> tuple[str, str | None]:
 
 def _reply(engine, run, stop, skip_special: bool) -> tuple[str, str, str | None]:
     """The completion text (after the prompt), its finish reason and the stop string hit."""
-    ids = run.layout.token_ids[_prompt_len(engine, run):]
+    ids = run.layout.base.token_ids[_prompt_len(engine, run):]
     text = engine.tokenizer.decode(list(ids), skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
     text, matched = _cut(text, stop)
     limited = any(e.reason == "limit" for e in run.forced_closes)
@@ -345,6 +346,7 @@ async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kin
         while True:
             what, payload = await ticket.updates.get()
             if what == "tokens":
+                payload = [e for e in payload if not e.repeated]  # mode request: context fed again, not output
                 new = logical(payload)
                 text, matched = _cut(sent + new, stop)
                 if matched is not None:

@@ -233,6 +233,8 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
         last = [0.0]
 
         def on_token(ev) -> None:
+            if ev.repeated:  # mode request: an earlier block fed again as context, not this branch's text
+                return
             lane = lanes.get(ev.branch)
             if lane is None:
                 lane = lanes[ev.branch] = {"branch": ev.branch, "label": ev.branch, "text": "", "tokens": 0,
