@@ -152,3 +152,18 @@ def test_train_mode_request_from_the_command_line(tmp_path):
     run = engine.run(Q, plan=DIAMOND, temperature=0, max_step_tokens=4, max_conclusion_tokens=4)
     assert run.mode == "request" and run.layout.expanded
     assert_exact(engine, run)
+
+
+@pytest.mark.skipif(default_model_path() is None, reason="the teaching model is not shipped")
+def test_command_line_run_in_request_mode_reports_each_step_once():
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "medverse_lab.cli", "run", "--mode", "request", "--no-compare"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    finished = re.findall(r"step (\d+) done:", done.stdout)
+    planned = re.findall(r"^  (\d+)\. ", done.stdout, flags=re.M)
+    assert planned and sorted(finished, key=int) == planned  # a repeated </Step> is not a step ending
+    assert "Mode request" in done.stdout and re.search(r"^Answer: [A-J]$", done.stdout, flags=re.M)

@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("question", nargs="?", help="the question text, options included ('A. ...' lines); "
                         "default: a shipped held-out synthetic question")
     parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
-    parser.add_argument("--mode", help="dag, layered, speculative or sequential (default: the model's)")
+    parser.add_argument("--mode", help="dag, layered, speculative, sequential or request (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     parser.add_argument("--device")
@@ -34,6 +34,8 @@ def main(args) -> int:
     pieces: dict[str, list[str]] = {"prefix": []}
     plan_shown = False
     for ev in stream:
+        if ev.repeated:  # mode request: an earlier block fed again as context (its </Step> is not this step's)
+            continue
         if ev.branch == "prefix":
             pieces["prefix"].append(ev.text)
             continue
