@@ -167,3 +167,20 @@ def test_command_line_run_in_request_mode_reports_each_step_once():
     planned = re.findall(r"^  (\d+)\. ", done.stdout, flags=re.M)
     assert planned and sorted(finished, key=int) == planned  # a repeated </Step> is not a step ending
     assert "Mode request" in done.stdout and re.search(r"^Answer: [A-J]$", done.stdout, flags=re.M)
+
+
+@pytest.mark.skipif(default_model_path("request") is None, reason="the request teaching model is not shipped")
+def test_the_shipped_request_model_decodes_request_by_default_and_answers():
+    from medverse_lab.curate import make_questions
+    from medverse_lab.questions import format_question
+
+    path = default_model_path("request")
+    assert path.name == "teaching-model-request" and not list(path.glob("*.pt")) and not list(path.glob("*.bin"))
+    engine = Engine.load(path)
+    assert engine.default_mode == "request"
+    q = make_questions(3, seed=1, split="test")[0]
+    run = engine.run(format_question(q), temperature=0)
+    assert run.mode == "request" and run.plan_error is None and run.layout.expanded
+    assert run.answer in q.options
+    with pytest.raises(ValueError, match="shipped: dag, request"):
+        default_model_path("layered")

@@ -29,6 +29,8 @@ from .kv import new_cache, select_slots
 from .run import Run, RunStream, TokenEvent
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-model"
+#: the shipped teaching models by the mode each was trained with
+TEACHING_MODELS = {"dag": ASSET_DIR, "request": ASSET_DIR.with_name("teaching-model-request")}
 
 #: attention implementations that take the engine's 4-D float mask as is
 MASK_ATTENTION = ("sdpa", "eager")
@@ -40,9 +42,14 @@ SFT_REFUSED = (
     "stays available to ml.attention_mask / ml.position_ids for inspection and training.")
 
 
-def default_model_path() -> Path | None:
-    """The embedded teaching model's folder, if it is shipped (holds a ``config.json``)."""
-    return ASSET_DIR if (ASSET_DIR / "config.json").is_file() else None
+def default_model_path(mode: str = "dag") -> Path | None:
+    """The folder of the embedded teaching model trained with ``mode``, if it is shipped
+    (holds a ``config.json``): ``dag`` (the default model) or ``request`` (its sibling
+    fine-tuned for the request mode, what a stock serving engine decodes exactly)."""
+    if mode not in TEACHING_MODELS:
+        raise ValueError(f"no teaching model is trained with mode {mode!r}; shipped: {', '.join(TEACHING_MODELS)}")
+    path = TEACHING_MODELS[mode]
+    return path if (path / "config.json").is_file() else None
 
 
 def check_engine_mode(mode: str) -> str:
@@ -109,7 +116,8 @@ class Engine:
              attn_implementation: str = "sdpa", add_tags: bool = False, system_prompt: str | None = None) -> "Engine":
         """Load a local checkpoint folder (``config.json``, ``*.safetensors``, tokenizer files).
 
-        ``path=None`` loads the embedded teaching model. ``device`` defaults to CUDA when
+        ``path=None`` loads the embedded teaching model (``dag``); its ``request``-trained
+        sibling is ``Engine.load(ml.engine.default_model_path("request"))``. ``device`` defaults to CUDA when
         present, else CPU; ``dtype`` to float32 on CPU and to the checkpoint's half type (or
         float32) on CUDA. Weights load only from safetensors, nothing is downloaded, and
         remote code runs only with ``trust_remote_code=True``.
