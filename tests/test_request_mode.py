@@ -19,32 +19,12 @@ DIAMOND = ml.Plan([ml.Step("1", "chest pain -> ischemia"), ml.Step("2", "troponi
                    ml.Step("4", "infarction -> PCI", deps=["3"]), ml.Step("5", "fever -> infection")])
 
 
-def requests(run):
-    """Per step and the conclusion: ``(context, sampled)``, the request's token ids before
-    its first sampled token (the prefix, the repeated blocks, the header) and the tokens
-    the engine then sampled, in order."""
-    df = run.tokens
-    prefix = df.filter(df["branch"] == "prefix")["token_id"].to_list()
-    out = {}
-    for branch in [*run.plan.ids, "conclusion"]:
-        rows = df.filter(df["branch"] == branch)
-        ids, forced = rows["token_id"].to_list(), rows["forced"].to_list()
-        first = forced.index(False) if False in forced else len(ids)
-        sampled = []
-        for t, f in zip(ids[first:], forced[first:]):
-            if f:
-                break
-            sampled.append(t)
-        out[branch] = (prefix + ids[:first], sampled)
-    return out
-
-
 def assert_requests_equal_generate(engine, run):
     """Each branch's sampled tokens equal greedy ``generate`` on its request, plain causal
     from position 0: no mask, no position ids, nothing but the token sequence."""
     model, checked = engine.model, 0
     pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else engine.tokenizer.eos_token_id
-    for branch, (context, sampled) in requests(run).items():
+    for branch, (context, sampled) in run.requests().items():
         if not sampled:
             continue
         with torch.no_grad():
@@ -64,6 +44,8 @@ def test_each_request_equals_plain_generate_on_random_models(tokenizer, family):
     assert_exact(engine, run)                      # one teacher-forced forward over the request layout
     assert_requests_equal_generate(engine, run)    # and each request alone, as a stock engine decodes it
     assert ml.parse_trace(run.text).plan == DIAMOND  # the text is the trace, each block once
+    with pytest.raises(ValueError, match="only a 'request' run"):
+        engine.run(Q, mode="dag", plan=DIAMOND, temperature=0, max_step_tokens=2, max_conclusion_tokens=2).requests()
 
 
 def test_the_request_layout_repeats_blocks_exactly_as_decoded(engine):

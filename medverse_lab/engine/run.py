@@ -155,6 +155,25 @@ class Run:
                    "time_s": pl.Float64, "repeat_of": pl.String})
         return df.sort("logical_index")
 
+    def requests(self) -> dict[str, tuple[list[int], list[int]]]:
+        """Mode ``request``: per step and ``conclusion``, ``(prompt, sampled)``: the token ids
+        one request to a stock serving engine starts from (the prefix, the repeated blocks,
+        the header) and the tokens this run sampled after them, in order (up to the first
+        token the engine forced: a forced ``</Step>`` is not sampled). Greedy decoding of
+        ``prompt`` alone, plain causal, gives ``sampled`` again."""
+        if self.mode != "request":
+            raise ValueError(f"this run was decoded {self.mode!r}; only a 'request' run is one request per branch")
+        df = self.tokens
+        prefix = df.filter(df["branch"] == "prefix")["token_id"].to_list()
+        out = {}
+        for branch in [*self.plan.ids, "conclusion"]:
+            rows = df.filter(df["branch"] == branch)
+            ids, forced = rows["token_id"].to_list(), rows["forced"].to_list()
+            first = forced.index(False) if False in forced else len(ids)
+            last = forced.index(True, first) if True in forced[first:] else len(ids)
+            out[branch] = (prefix + ids[:first], ids[first:last])
+        return out
+
     # ----- events ----------------------------------------------------------------------
     @property
     def plan_error(self):
