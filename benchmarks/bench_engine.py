@@ -169,12 +169,17 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5)
+def parser(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The options of the engine benchmarks: ``--repeats``, ``--step-tokens``, ``--device``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--repeats", type=int, default=repeats)
     ap.add_argument("--step-tokens", type=int, default=64)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser(__doc__.split("\n\n")[0], repeats=5).parse_args(argv)
     engine = build(args.device)
     n_params = sum(p.numel() for p in engine.model.parameters())
     kw = dict(temperature=0, max_step_tokens=args.step_tokens, max_conclusion_tokens=4)

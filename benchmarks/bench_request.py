@@ -14,13 +14,10 @@ step token), Phase II forward calls, and the cache slots the run holds. Printed 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
-import torch
-
 import medverse_lab as ml
-from bench_engine import QUESTION, build, machine, plan_of
+from bench_engine import QUESTION, build, machine, parser, plan_of
 
 MODES = ("dag", "request", "sequential")
 
@@ -50,11 +47,7 @@ def measure(engine, plan, mode, step_tokens, repeats):
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--step-tokens", type=int, default=64)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
+    args = parser(__doc__.split("\n")[0], repeats=3).parse_args(argv)
     engine = build(args.device)
     print(f"Machine: {machine()}")
     print(f"Model: the bench_engine model on {engine.device}; step body {args.step_tokens} tokens (forced close); "
