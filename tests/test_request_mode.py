@@ -82,9 +82,12 @@ def test_streaming_and_rerun_in_request_mode(engine):
     events = list(stream)
     run = stream.run
     assert run.layout.token_ids == engine.run(Q, **kw).layout.token_ids
-    for branch in ("3", "conclusion"):  # a branch streams its repeated blocks, header and body
+    df = run.tokens
+    for branch in ("3", "conclusion"):  # a branch streams its header and body; the blocks it repeats are context
+        rows = df.filter(df["branch"] == branch)
+        assert rows["repeat_of"].is_not_null().any()
         streamed = [e.token_id for e in events if e.branch == branch]
-        assert streamed == run.tokens.filter(run.tokens["branch"] == branch)["token_id"].to_list()
+        assert streamed == rows.filter(rows["repeat_of"].is_null())["token_id"].to_list()
     new = engine.rerun(run, "2", seed=5, text="A forced finding.\n")
     assert set(new.rerun_event.dropped) == {"2", "3", "4"}  # its descendants repeat it: decoded again
     assert new.steps["2"] == "A forced finding.\n"

@@ -34,8 +34,6 @@ def main(args) -> int:
     pieces: dict[str, list[str]] = {"prefix": []}
     plan_shown = False
     for ev in stream:
-        if ev.repeated:  # mode request: an earlier block fed again as context (its </Step> is not this step's)
-            continue
         if ev.branch == "prefix":
             pieces["prefix"].append(ev.text)
             continue

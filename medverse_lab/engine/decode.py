@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -133,7 +133,6 @@ class Branch:
     stray: frozenset
     span: list                 # [first body offset, end of body offset]
     own_from: int = 0          # offset where its own tokens start (after repeated blocks, in request mode)
-    fed: list = field(default_factory=list)  # every token fed, in order (a step's own ones are its block)
     n_sampled: int = 0
     closing: bool = False      # the close tag (and tail) is pending: the branch ends after it
     done: bool = False
@@ -265,13 +264,12 @@ class Decoder:
         fed = []
         for b in self.running:
             chunk = b.chunk(self.e.step_chunk)
-            b.fed += [tok for tok, _ in chunk]
             for tok, forced in chunk:
                 self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
                 self.slot_seg.append(b.seg)
-                if self.emit and n >= self.quiet:
-                    fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call,
-                                          b.offset < b.own_from))
+                # not reported: the prompt and, in mode request, the blocks a branch repeats (given, not decoded)
+                if self.emit and n >= self.quiet and b.offset >= b.own_from:
+                    fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
                 n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
             b.pending = b.pending[len(chunk):]
         need = [i for i, b in enumerate(self.running) if not b.pending and not b.closing]
@@ -320,7 +318,10 @@ class Decoder:
                 self.start_steps(*self.read_plan(self.e.decode(self.slots.token[a:z])))
         elif b.kind == "step":
             self.lens[b.name] = b.offset
-            self.blocks[b.name] = b.fed[b.own_from:]
+            if self.repeats:  # mode request: later requests repeat this step's own tokens
+                s = self.slots
+                self.blocks[b.name] = [tok for br, o, tok in zip(s.branch, s.offset, s.token)
+                                       if br == b.name and o >= b.own_from]
             self.done.add(b.name)
             self.events.append(StepEnd(b.name, t, self.calls - 1, tokens=b.offset - b.own_from))
             self.schedule()

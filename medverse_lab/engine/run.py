@@ -20,8 +20,9 @@ class TokenEvent:
     """One token as it enters the cache: what ``on_token`` receives and ``stream`` yields.
 
     ``branch`` is ``"prefix"`` (plan included), a step id or ``"conclusion"``; ``time_s``
-    counts from the start of the run (or rerun). ``repeated`` marks, in mode ``request``,
-    the tokens of earlier blocks a branch feeds again before its own (context, not output).
+    counts from the start of the run (or rerun). In mode ``request`` the earlier blocks a
+    branch feeds again before its own tokens are context, not output, and are not reported
+    (``run.tokens`` has them, with ``repeat_of``).
     """
 
     branch: str
@@ -32,7 +33,6 @@ class TokenEvent:
     cache_index: int
     forced: bool
     forward_call: int
-    repeated: bool = False
 
 
 @dataclass

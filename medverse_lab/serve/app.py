@@ -346,7 +346,6 @@ async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kin
         while True:
             what, payload = await ticket.updates.get()
             if what == "tokens":
-                payload = [e for e in payload if not e.repeated]  # mode request: context fed again, not output
                 new = logical(payload)
                 text, matched = _cut(sent + new, stop)
                 if matched is not None:

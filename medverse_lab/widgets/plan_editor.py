@@ -349,8 +349,6 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
         try:
             stream = self.engine.stream(question, plan=plan, **kwargs)
             for ev in stream:
-                if ev.repeated:  # mode request: an ancestor's block fed again (its </Step> is not this step's)
-                    continue
                 if ev.branch in children and ev.branch not in started:
                     started.add(ev.branch)
                     self.running = sorted(started - set(self._net.fired), key=plan.ids.index)

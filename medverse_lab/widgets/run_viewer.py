@@ -39,7 +39,7 @@ def run_summary(run) -> dict:
     calls = df["forward_call"].to_list()
     times = df["time_s"].to_list()
     # mode request: a branch first re-feeds the blocks it reads; they are context, not its tokens
-    repeated = df["repeat_of"].is_not_null().to_list() if "repeat_of" in df.columns else [False] * len(branches)
+    repeated = df["repeat_of"].is_not_null().to_list()
     lanes = []
     for branch in run.layout.branches:
         idx = [i for i, b in enumerate(branches) if b == branch and not repeated[i]]
@@ -233,8 +233,6 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
         last = [0.0]
 
         def on_token(ev) -> None:
-            if ev.repeated:  # mode request: an earlier block fed again as context, not this branch's text
-                return
             lane = lanes.get(ev.branch)
             if lane is None:
                 lane = lanes[ev.branch] = {"branch": ev.branch, "label": ev.branch, "text": "", "tokens": 0,
