@@ -156,12 +156,16 @@ def _earlier_seen(plan: Plan, mode: str) -> dict[str, list[str]]:
     return {sid: [ids[k] for k in range(q) if vis[q + 1][k + 1]] for q, sid in enumerate(ids)}
 
 
-def read_steps(plan: Plan, mode: str) -> dict[str, list[str]]:
+def read_steps(plan: Plan, mode: str, seen: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """For each step (and ``conclusion``), the earlier steps it reads under ``mode``: those
     whose segments it sees, and under ``request`` those its own segment repeats (its
-    ancestors; every step for the conclusion). A step may start once all are done."""
-    seen, repeats = _earlier_seen(plan, mode), request_repeats(plan) if mode == "request" else {}
-    return {sid: [s for s in plan.ids if s in steps or s in repeats.get(sid, ())] for sid, steps in seen.items()}
+    ancestors; every step for the conclusion). A step may start once all are done.
+    ``seen`` is :func:`_earlier_seen` when the caller has it already."""
+    seen = _earlier_seen(plan, mode) if seen is None else seen
+    if mode != "request":
+        return seen
+    repeats = request_repeats(plan)
+    return {sid: [s for s in plan.ids if s in steps or s in repeats[sid]] for sid, steps in seen.items()}
 
 
 def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: str) -> dict[str, int]:
@@ -176,8 +180,9 @@ def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mo
     check_mode(mode, ENGINE_MODES)
     starts: dict[str, int] = {}
     ends: dict[str, int] = {}
-    reads = read_steps(plan, mode)
-    for sid, seen in _earlier_seen(plan, mode).items():
+    seen_by = _earlier_seen(plan, mode)
+    reads = read_steps(plan, mode, seen_by)
+    for sid, seen in seen_by.items():
         if all(s in ends for s in reads[sid]):
             starts[sid] = max((ends[s] for s in seen), default=prefix_len)
             if sid in step_lens:
@@ -195,8 +200,8 @@ def ready_steps(plan: Plan, mode: str, done: Iterable[str]) -> list[str]:
     all follow from :func:`segment_visibility` and :func:`read_steps`.
     """
     done = set(done)
-    return [sid for sid, seen in read_steps(plan, mode).items()
-            if sid != "conclusion" and sid not in done and all(s in done for s in seen)]
+    return [sid for sid, reads in read_steps(plan, mode).items()
+            if sid != "conclusion" and sid not in done and all(s in done for s in reads)]
 
 
 def _sft_positions(layout: Layout) -> torch.Tensor:
