@@ -113,6 +113,11 @@ def test_request_mode_shows_the_request_layout_and_names_repeats(layout, tokeniz
     assert e["q_position"] < req.T  # counted on from the prefix, not from the repeated layout's index
     w.mode = "dag"
     assert w.T == real.T and w.tokens[0] == tokenizer.decode([real.token_ids[0]])
+    # asked of another mode than the one shown, each answer reads that mode's own layout
+    mask = ml.attention_mask(req, "request")
+    q, k = five["stop"] - 1, r["start"]
+    assert w.allowed(q, k, mode="request") == bool(mask[q, k]) and w.allowed(q, k, mode="request")
+    assert w.explain(q, k, mode="request")["reason"] == "request-repeat"
 
 
 def reason(layout, q_branch, k_branch, mode, q_off=0, k_off=0):

@@ -97,7 +97,7 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
         diff = check_mode(diff) if diff else (self.diff_mode if self._observing else "")
         if self._observing:
             self.unobserve(self._on_modes, names=["mode", "diff_mode"])
-        self.base_layout, self.run, self._packed = layout.base, run, {}
+        self.base_layout, self.run, self._packed, self._layouts = layout.base, run, {}, {}
         self._base_texts = self._token_texts(layout, tokenizer)
         with self.hold_sync():
             self.run_mode = run_mode
@@ -119,15 +119,23 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
             return []
         return [tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
 
+    def layout_for(self, mode: str) -> Layout:
+        """The layout ``mode`` reads: the request layout for ``request``, else the plain one
+        (each built once per source shown)."""
+        key = mode == "request"
+        if key not in self._layouts:
+            self._layouts[key] = self.base_layout.for_mode(mode)
+        return self._layouts[key]
+
     @property
     def token_layout(self) -> Layout:
         """The layout shown: the request layout in mode ``request``, else the plain one."""
-        return self.base_layout.for_mode(self.mode)
+        return self.layout_for(self.mode)
 
     def packed_mask(self, mode: str) -> bytes:
         """``attention_mask(layout, mode)`` bit-packed, over the layout ``mode`` reads (cached per mode)."""
         if mode not in self._packed:
-            self._packed[mode] = pack_bits(attention_mask(self.base_layout.for_mode(mode), check_mode(mode)))
+            self._packed[mode] = pack_bits(attention_mask(self.layout_for(mode), check_mode(mode)))
         return self._packed[mode]
 
     def _refresh(self) -> None:
@@ -182,20 +190,23 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
     # ----- questions -----------------------------------------------------------------------
     def allowed(self, q: int, k: int, mode: str | None = None) -> bool:
         """Whether token q may attend to token k under ``mode`` (default: the shown mode)."""
-        bit = q * self.token_layout.T + k
-        return bool(self.packed_mask(mode or self.mode)[bit >> 3] & (128 >> (bit & 7)))
+        mode = mode or self.mode
+        bit = q * self.layout_for(mode).T + k
+        return bool(self.packed_mask(mode)[bit >> 3] & (128 >> (bit & 7)))
 
     def explain(self, q: int, k: int, mode: str | None = None) -> dict:
         """Why q can or cannot see k (see :func:`explain`); shows it in the view too.
         With a diff mode set, ``other`` holds the answer under the diff mode."""
         q, k = int(q), int(k)
-        res = explain(self.token_layout, q, k, mode or self.mode)
-        res["q_position"] = int(position_ids(self.token_layout, res["mode"])[q])
-        res["k_position"] = int(position_ids(self.token_layout, res["mode"])[k])
-        if mode is None and self.diff_mode:
-            res["other"] = explain(self.token_layout, q, k, self.diff_mode)
-        if self.tokens:
-            res["q_text"], res["k_text"] = self.tokens[q], self.tokens[k]
+        layout = self.layout_for(mode or self.mode)
+        res = explain(layout, q, k, mode or self.mode)
+        pos = position_ids(layout, res["mode"])
+        res["q_position"], res["k_position"] = int(pos[q]), int(pos[k])
+        if mode is None and self.diff_mode:  # the diff mode reads the same layout (a request diff is cleared)
+            res["other"] = explain(layout, q, k, self.diff_mode)
+        if self._base_texts:
+            index = layout.base_index()  # the asked mode's layout may not be the one shown
+            res["q_text"], res["k_text"] = self._base_texts[index[q]], self._base_texts[index[k]]
         self.explanation = res
         return res
 
