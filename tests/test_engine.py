@@ -236,7 +236,7 @@ def test_stream_and_on_token_report_every_decoded_token(engines, plan):
     streamed = list(stream)
     assert isinstance(stream.run, Run) and stream.run.layout.token_ids == run.layout.token_ids
     key = lambda e: (e.branch, e.text, e.position, e.token_id, e.cache_index, e.forced, e.forward_call)
-    assert [key(e) for e in streamed] == [key(e) for e in seen]
+    assert [key(e) for e in streamed if isinstance(e, TokenEvent)] == [key(e) for e in seen]
     df = run.tokens.sort("cache_index")
     first = run.layout.prefix_len  # the given plan was prefilled: events start at the first step token
     assert len(seen) == run.layout.T - first
@@ -247,6 +247,29 @@ def test_stream_and_on_token_report_every_decoded_token(engines, plan):
     assert times == sorted(times) and times[-1] <= run.timings["total"]
     # branches grow side by side: some forward call reports tokens of several steps
     assert max(sum(1 for e in seen if e.forward_call == c) for c in {e.forward_call for e in seen}) >= 3
+
+
+def test_stream_yields_the_lifecycle_events_in_order_with_the_tokens(engines, plan):
+    from medverse_lab.engine import PhaseStart, StepEnd, StepStart
+
+    stream = engines().stream(Q, mode="dag", plan=plan, seed=5, **KW)
+    items = list(stream)
+    run = stream.run
+    lifecycle = [e for e in items if not isinstance(e, TokenEvent)]
+    assert lifecycle == run.events  # every event, once, in the order it happened
+    assert [e.phase for e in lifecycle if isinstance(e, PhaseStart)] == ["steps", "conclusion"]
+    at = {id(e): i for i, e in enumerate(items)}
+    for sid in plan.ids:
+        mine = [i for i, e in enumerate(items) if isinstance(e, TokenEvent) and e.branch == sid]
+        start = next(e for e in lifecycle if isinstance(e, StepStart) and e.branch == sid)
+        end = next(e for e in lifecycle if isinstance(e, StepEnd) and e.branch == sid)
+        assert at[id(start)] < mine[0] and mine[-1] < at[id(end)]  # a step's tokens lie between its events
+        assert items[mine[-1] - len(engines().ids.separator)].text == "</Step>"
+        for parent in plan[sid].deps:  # dag: a step starts only after its parents ended
+            parent_end = next(e for e in lifecycle if isinstance(e, StepEnd) and e.branch == parent)
+            assert at[id(parent_end)] < at[id(start)]
+    conclusion = next(i for i, e in enumerate(items) if isinstance(e, TokenEvent) and e.branch == "conclusion")
+    assert max(at[id(e)] for e in lifecycle if isinstance(e, StepEnd)) < conclusion
 
 
 def test_stream_checks_arguments_at_the_call(engines):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import medverse_lab as ml
+from medverse_lab.engine import TokenEvent
 from medverse_lab.engine import Engine, default_model_path
 
 from conftest import QUESTION as Q, tiny_model
@@ -86,7 +87,7 @@ def test_streaming_and_rerun_in_request_mode(engine):
     for branch in ("3", "conclusion"):  # a branch streams its header and body; the blocks it repeats are context
         rows = df.filter(df["branch"] == branch)
         assert rows["repeat_of"].is_not_null().any()
-        streamed = [e.token_id for e in events if e.branch == branch]
+        streamed = [e.token_id for e in events if isinstance(e, TokenEvent) and e.branch == branch]
         assert streamed == rows.filter(rows["repeat_of"].is_null())["token_id"].to_list()
     new = engine.rerun(run, "2", seed=5, text="A forced finding.\n")
     assert set(new.rerun_event.dropped) == {"2", "3", "4"}  # its descendants repeat it: decoded again

@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from . import Engine
+    from . import Engine, PhaseStart, StepEnd, TokenEvent
 
     engine = Engine.load(args.model, device=args.device)
     out = sys.stdout
@@ -31,23 +31,19 @@ def main(args) -> int:
         args.question = EXAMPLE.read_text(encoding="utf-8").strip()
         print(f"Question (a held-out synthetic example):\n{args.question}\n", file=out)
     stream = engine.stream(args.question, mode=args.mode, seed=args.seed, temperature=args.temperature)
-    pieces: dict[str, list[str]] = {"prefix": []}
-    plan_shown = False
+    pieces: dict[str, list[str]] = {}
     for ev in stream:
-        if ev.branch == "prefix":
-            pieces["prefix"].append(ev.text)
-            continue
-        if not plan_shown:  # the first step token: the plan is complete
-            plan = written_plan("".join(pieces["prefix"]))
+        if isinstance(ev, TokenEvent):
+            pieces.setdefault(ev.branch, []).append(ev.text)
+        elif isinstance(ev, PhaseStart) and ev.phase == "steps":
+            plan = written_plan("".join(pieces.get("prefix", ())))
             if plan is not None:
                 print(f"Plan ({len(plan)} steps, width {plan.width}):", file=out)
                 for s in plan.steps:
                     print(f"  {s.id}. {s.description}   <- {list(s.deps) or 'question'}", file=out)
                 print(file=out)
-            plan_shown = True
-        pieces.setdefault(ev.branch, []).append(ev.text)
-        if ev.text == "</Step>":
-            body = "".join(pieces[ev.branch]).split("\n", 1)[-1].removesuffix("</Step>").strip()
+        elif isinstance(ev, StepEnd):
+            body = "".join(pieces[ev.branch]).split("\n", 1)[-1].rsplit("</Step>", 1)[0].strip()
             print(f"[{ev.time_s:6.2f}s] step {ev.branch} done: {body}", file=out, flush=True)
     run = stream.run
     if run.plan_error is not None:

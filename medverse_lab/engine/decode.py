@@ -1,9 +1,19 @@
-"""The decode loop: the branches of one run, or of many runs, in one key/value cache.
+"""The run lifecycle: the branches of one run while it decodes, and the one
+continuous-batching loop that drives many runs.
 
 A :class:`Decoder` is one run while it decodes: its branches (the plan, the steps, the
-conclusion), the cache slots it owns and its schedule. A :class:`Batch` owns the model
-call: each forward feeds every running branch of every member run at once, with a 4-D
-additive mask ``[1, 1, q, past + q]`` and ``position_ids [1, q]``.
+conclusion), the slots it owns, its schedule, its events. It does not compute tokens: an
+*executor* does, for every running branch of every member run at once. An executor has
+``members``, ``__len__``, ``join(decoder)``, ``step()`` (feed each running branch's chunk,
+hand each decoder the tokens sampled for it with :meth:`Decoder.absorb`, return the
+members that finished) and ``remove(decoder, keep_cache)``. :class:`Batch` (here) computes
+them with a transformers model in one key/value cache; :mod:`.vllm_backend` with a vLLM
+engine in process; :mod:`.remote` with an OpenAI-compatible server. :func:`continuous`
+is the one loop over an executor that :meth:`Engine.run`, ``run_many``, ``evaluate`` and
+the server all use.
+
+:class:`Batch` feeds every running branch of every member run in one forward call, with a
+4-D additive mask ``[1, 1, q, past + q]`` and ``position_ids [1, q]``.
 
 What a branch feeds is a *chunk*: every token it already knows (the prompt, ``<Step>`` and
 the header, a forced body, ``</Step>`` and the separator) goes in one call, so known text
@@ -134,6 +144,7 @@ class Branch:
     span: list                 # [first body offset, end of body offset]
     own_from: int = 0          # offset where its own tokens start (after repeated blocks, in request mode)
     n_sampled: int = 0
+    first_sample: int | None = None  # offset of its first sampled token: where its request's prompt ends
     closing: bool = False      # the close tag (and tail) is pending: the branch ends after it
     done: bool = False
 
@@ -141,6 +152,10 @@ class Branch:
         """The tokens this branch feeds in the next forward: all it knows, or at most
         ``limit`` of them for a step or the conclusion (the prefix always goes whole)."""
         return self.pending if limit is None or self.kind == "plan" else self.pending[:limit]
+
+    def samples_after(self, chunk: list) -> bool:
+        """Whether feeding ``chunk`` leaves this branch waiting for a sampled token."""
+        return len(chunk) == len(self.pending) and not self.closing
 
     @classmethod
     def open(cls, name, kind, seg, pos, forced, close_id, tail, limit, stray, offset=0, body=None,
@@ -194,6 +209,19 @@ class Decoder:
         self.blocks: dict[str, list[int]] = {}  # finished steps' own tokens, repeated by request-mode branches
         self.conclusion_started = False
         self.quiet = 0                       # leading slots not reported (the prompt: given, not decoded)
+        self.outbox: list = []               # with emit: token and lifecycle events, in order, until taken
+        self.error: Exception | None = None  # set when its executor failed it
+
+    def note(self, event: Event) -> None:
+        """Record a lifecycle event (and report it, in order with the tokens, when emitting)."""
+        self.events.append(event)
+        if self.emit:
+            self.outbox.append(event)
+
+    def take(self) -> list:
+        """The token and lifecycle events reported since the last call, in order."""
+        out, self.outbox = self.outbox, []
+        return out
 
     # ----- construction ---------------------------------------------------------------------
     @classmethod
@@ -206,12 +234,13 @@ class Decoder:
         d = cls(engine, settings, question=question, prompt=prompt, requested_mode=mode, emit=emit,
                 generation=generation)
         d.forced_bodies.update(forced_bodies or {})
-        d.events.extend(first_events)
+        for ev in first_events:
+            d.note(ev)
         tags, s = d.ids.tags, settings
         forced = [*engine.encode(prompt), tags["<Plan>"]]
         body = None
         if plan is None:
-            d.events.append(PhaseStart("plan", 0.0))
+            d.note(PhaseStart("plan", 0.0))
         else:  # the whole prefix is known: prompt, plan and <Execution> line go in one forward
             d.given_plan = plan
             body = engine.encode(f"\n{plan.to_outline()}\n")
@@ -239,7 +268,7 @@ class Decoder:
             d.forced_bodies[step] = forced
         kept = [s for s in plan.ids if s not in drop]
         d.marks.update(prefill=0.0, plan=0.0)
-        d.events.append(Rerun(step, tuple(sorted(drop - {"conclusion"}, key=plan.ids.index)), len(keep),
+        d.note(Rerun(step, tuple(sorted(drop - {"conclusion"}, key=plan.ids.index)), len(keep),
                               settings.seed, forced is not None,
                               plan[step].description if plan[step] != run.plan[step] else None))
         d.start_steps(plan, run.mode, done=kept, lens={s: run.layout.step_lens[s] for s in kept})
@@ -253,42 +282,49 @@ class Decoder:
     def now(self) -> float:
         return time.perf_counter() - self.t0
 
-    # ----- one forward call ------------------------------------------------------------------
-    def absorb(self, last_logits: torch.Tensor, t_abs: float) -> list[TokenEvent]:
-        """Record the chunks just fed (``self.running``, in order) as cache slots, then choose
-        each branch's next chunk from ``last_logits`` (one row per branch: its last token)."""
+    # ----- one executor step ------------------------------------------------------------
+    def chunks(self) -> list[tuple[Branch, list]]:
+        """What each running branch feeds in this step (empty while it waits for a token)."""
+        return [(b, b.chunk(self.e.step_chunk)) for b in self.running]
+
+    def sample(self, logits: torch.Tensor) -> list[int]:
+        """Token ids sampled from ``logits`` (a row per branch) with this run's settings
+        and generator."""
+        s = self.settings
+        return sample(logits, s.temperature, s.top_p, self.gen).tolist()
+
+    def absorb(self, sampled: dict, t_abs: float) -> None:
+        """Record the chunks just fed (``self.chunks()``, in order) as slots, then move each
+        branch on: a closed branch finishes, a branch with a token in ``sampled`` (Branch ->
+        token id) takes it; a branch waiting for a token not computed yet (a remote
+        backend) waits. Reported tokens and events go to the outbox."""
         t, call, n = t_abs - self.t0, self.calls, len(self.slots)
         self.calls += 1
         if "prefill" not in self.marks:
             self.marks["prefill"] = t
-        fed = []
-        for b in self.running:
-            chunk = b.chunk(self.e.step_chunk)
+        for b, chunk in self.chunks():
             for tok, forced in chunk:
                 self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
                 self.slot_seg.append(b.seg)
                 # not reported: the prompt and, in mode request, the blocks a branch repeats (given, not decoded)
                 if self.emit and n >= self.quiet and b.offset >= b.own_from:
-                    fed.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
+                    self.outbox.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
                 n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
             b.pending = b.pending[len(chunk):]
-        need = [i for i, b in enumerate(self.running) if not b.pending and not b.closing]
-        s = self.settings
-        toks = sample(last_logits[need], s.temperature, s.top_p, self.gen).tolist() if need else []
-        sampled = dict(zip(need, toks))
-        for i, b in enumerate(self.running):
+        for b in self.running:
             if b.pending:  # more known tokens to feed first
                 continue
             if b.closing:  # its close tag and tail were in this chunk
                 b.done = True
                 self.finish(b)
-            else:
-                self.advance(b, sampled[i])
+            elif b in sampled:
+                if b.first_sample is None:
+                    b.first_sample = b.offset
+                self.advance(b, sampled[b])
         self.running = [b for b in self.running if not b.done] + self.new
         self.new = []
         if not self.running:
             self.marks["end"] = self.now()
-        return fed
 
     def advance(self, b: Branch, tok: int) -> None:
         """``b``'s next chunk after sampling ``tok``: the token, or its close tag and tail."""
@@ -296,7 +332,7 @@ class Decoder:
             b.pending = [(tok, False), *((t, True) for t in b.tail)]
         elif b.n_sampled >= b.limit or tok in b.stray:
             reason = "limit" if b.n_sampled >= b.limit else "stray-token"
-            self.events.append(ForcedClose(b.name, reason, self.e.piece(tok), b.limit, self.calls - 1))
+            self.note(ForcedClose(b.name, reason, self.e.piece(tok), b.limit, self.calls - 1))
             b.pending = [(b.close_id, True), *((t, True) for t in b.tail)]
         else:
             b.pending = [(tok, False)]
@@ -323,7 +359,7 @@ class Decoder:
                 self.blocks[b.name] = [tok for br, o, tok in zip(s.branch, s.offset, s.token)
                                        if br == b.name and o >= b.own_from]
             self.done.add(b.name)
-            self.events.append(StepEnd(b.name, t, self.calls - 1, tokens=b.offset - b.own_from))
+            self.note(StepEnd(b.name, t, self.calls - 1, tokens=b.offset - b.own_from))
             self.schedule()
         else:
             self.marks["conclusion"] = t
@@ -334,7 +370,7 @@ class Decoder:
             return Plan.from_outline(text).validate(), self.requested_mode
         except PlanError as err:
             plan = salvage_plan(text)
-            self.events.append(PlanRejected(err, self.requested_mode, "sequential", plan, text))
+            self.note(PlanRejected(err, self.requested_mode, "sequential", plan, text))
             return plan, "sequential"
 
     def start_steps(self, plan: Plan, mode: str, done=(), lens=None) -> None:
@@ -347,7 +383,7 @@ class Decoder:
         self.repeats = request_repeats(plan) if mode == "request" else {}
         self.done, self.lens = set(done), dict(lens or {})
         self.started, self.conclusion_started = set(done), False
-        self.events.append(PhaseStart("steps", self.now(), mode))
+        self.note(PhaseStart("steps", self.now(), mode))
         self.schedule()
 
     def startable(self) -> list[str]:
@@ -365,12 +401,12 @@ class Decoder:
                                             ids.separator, s.max_step_tokens, ids.step_stray,
                                             body=self.forced_bodies.get(sid), repeated=self.repeated(sid)))
                 self.started.add(sid)
-                self.events.append(StepStart(sid, self.now(), self.calls, position=starts[sid]))
+                self.note(StepStart(sid, self.now(), self.calls, position=starts[sid]))
         if len(self.done) == len(plan) and not self.conclusion_started:
             self.conclusion_started = True
             t = self.now()
             self.marks["steps"] = t
-            self.events.append(PhaseStart("conclusion", t))
+            self.note(PhaseStart("conclusion", t))
             start = segment_starts(plan, self.prefix_len, self.lens, self.mode)["conclusion"]
             self.new.append(Branch.open("conclusion", "conclusion", self.seg["conclusion"], start,
                                         ids.conclusion_open, ids.tags["</Conclusion>"], ids.conclusion_tail,
@@ -391,7 +427,7 @@ class Decoder:
                    requested_mode=self.requested_mode, seed=self.settings.seed, settings=asdict(self.settings),
                    slots=self.slots, cache=cache, spans=self.spans, separator_len=len(self.ids.separator),
                    tokenizer=self.e.tokenizer, piece=self.e.piece, events=self.events, timings=timings,
-                   generation=self.generation)
+                   generation=self.generation, backend=self.e.backend)
 
 
 class Batch:
@@ -422,38 +458,38 @@ class Batch:
         self.owner = torch.cat([self.owner, self.owner.new_full((len(d.slots),), d.id)])
         self.seg = torch.cat([self.seg, torch.tensor(d.slot_seg, dtype=torch.long, device=self.seg.device)])
 
-    def join(self, d: Decoder) -> list[TokenEvent]:
+    def join(self, d: Decoder) -> None:
         """``d`` (a fresh run) joins a running batch: its prompt chunk is encoded in a forward
         of its own (in the batch it would attend over every other run's slots, all masked
-        out), then its slots are appended to the shared cache. Returns that call's events."""
+        out), then its slots are appended to the shared cache."""
         if not self.members:
             self.add(d)
-            return []
+            return
         solo = Batch(self.e)
         solo.add(d)
-        (_, fed), = solo.step()[0]
+        solo.step()
         cache = solo.remove(d)
         with torch.inference_mode():
             for src, dst in zip(cache.layers, self.cache.layers):
                 dst.update(src.keys, src.values)
         self.add(d)
-        return fed
 
     @torch.inference_mode()
-    def step(self) -> tuple[list[tuple[Decoder, list[TokenEvent]]], list[Decoder]]:
-        """One forward call over every member's chunks; returns the token events per member
-        and the members that finished (still in the batch: take them out with :meth:`remove`)."""
-        ids, pos, owner, seg, last, counts = [], [], [], [], [], []
+    def step(self) -> list[Decoder]:
+        """One forward call over every member's chunks; each member absorbs its sampled
+        tokens. Returns the members that finished (still in the batch: take them out with
+        :meth:`remove`)."""
+        ids, pos, owner, seg, last, fed = [], [], [], [], [], []
         for d in self.members:
-            for b in d.running:
-                chunk = b.chunk(self.e.step_chunk)
+            chunks = d.chunks()
+            for b, chunk in chunks:
                 k = len(chunk)
                 ids += [t for t, _ in chunk]
                 pos += range(b.pos, b.pos + k)
                 owner += [d.id] * k
                 seg += [b.seg] * k
                 last.append(len(ids) - 1)
-            counts.append(len(d.running))
+            fed.append(chunks)
         dev = self.e.device
         owner, seg = torch.tensor(owner, device=dev), torch.tensor(seg, device=dev)
         mask = self.mask(owner, seg)
@@ -462,11 +498,13 @@ class Batch:
                          **{self.e.cache_kw: self.cache})
         t = time.perf_counter()
         self.owner, self.seg = torch.cat([self.owner, owner]), torch.cat([self.seg, seg])
-        logits, at, events = out.logits[0], 0, []
-        for d, k in zip(self.members, counts):
-            events.append((d, d.absorb(logits[at:at + k], t)))
-            at += k
-        return events, [d for d in self.members if d.finished]
+        logits, at = out.logits[0], 0
+        for d, chunks in zip(self.members, fed):
+            need = [i for i, (b, chunk) in enumerate(chunks) if b.samples_after(chunk)]
+            toks = d.sample(logits[at:at + len(chunks)][need]) if need else []
+            d.absorb({chunks[i][0]: tok for i, tok in zip(need, toks)}, t)
+            at += len(chunks)
+        return [d for d in self.members if d.finished]
 
     def mask(self, owner: torch.Tensor, seg: torch.Tensor):
         """The ``[1, 1, q, past + q]`` mask for new tokens of runs ``owner``, segments ``seg``
@@ -509,31 +547,61 @@ class Batch:
         return cache
 
 
-def decode_alone(d: Decoder, cache=None):
-    """Drive one decoder to its end, yielding its token events; returns its :class:`Run`."""
-    batch = Batch(d.e, cache)
-    batch.add(d)
-    while not d.finished:
-        for _, fed in batch.step()[0]:
-            yield from fed
-    return d.to_run(batch.remove(d))
+def continuous(executor, admit, keep_cache: bool = False):
+    """The continuous-batching loop over ``executor``, the one every caller uses.
+
+    Before each step ``admit(executor)`` returns the decoders to join now (an empty list
+    when none; ``None`` ends the loop once nothing runs). Yields ``(decoder, item)``: each
+    token and lifecycle event a decoder reports (with ``emit``), in order, then the
+    finished :class:`Run` (its cache kept when ``keep_cache``)."""
+    while True:
+        new = admit(executor)
+        for d in new or ():
+            executor.join(d)
+            yield from ((d, item) for item in d.take())
+        if not len(executor):
+            if new is None:
+                return
+            continue
+        for d in executor.step():
+            yield from ((d, item) for item in d.take())
+            yield d, d.to_run(executor.remove(d, keep_cache))
+        for d in executor.members:
+            yield from ((d, item) for item in d.take())
+
+
+def decode_alone(d: Decoder, executor):
+    """Drive one decoder to its end on ``executor``, yielding its token and lifecycle
+    events; returns its :class:`Run` (with its cache)."""
+    queue = [d]
+    admit = lambda ex: [queue.pop()] if queue else None
+    for _, item in continuous(executor, admit, keep_cache=True):
+        if isinstance(item, Run):
+            return item
+        yield item
 
 
 def decode_many(engine, make, n: int, batch_size: int, keep_cache: bool = False):
     """Continuous batching: decode the runs ``make(i)`` for ``i in range(n)``, at most
     ``batch_size`` at a time, a new one joining as soon as one finishes; yields ``(i, run)``
     as runs finish. When ``make(i)`` raises, ``(i, exception)`` is yielded and the rest go on."""
-    batch, index, todo = Batch(engine), {}, iter(range(n))
-    while True:
-        while len(batch) < batch_size and (i := next(todo, None)) is not None:
+    index, todo, failed = {}, iter(range(n)), []
+
+    def admit(executor):
+        new = []
+        while len(executor) + len(new) < batch_size and (i := next(todo, None)) is not None:
             try:
                 d = make(i)
             except Exception as exc:  # noqa: BLE001 - one bad question must not end the others
-                yield i, exc
+                failed.append((i, exc))
                 continue
-            batch.join(d)
             index[d.id] = i
-        if not len(batch):
-            return
-        for d in batch.step()[1]:
-            yield index.pop(d.id), d.to_run(batch.remove(d, keep_cache))
+            new.append(d)
+        return new or None  # None: every question is in (or failed)
+
+    for d, item in continuous(engine.executor(), admit, keep_cache):
+        while failed:
+            yield failed.pop(0)
+        if isinstance(item, Run):
+            yield index.pop(d.id), item
+    yield from failed

@@ -3,7 +3,7 @@
 >>> engine = ml.Engine.load("/path/to/checkpoint")        # or ml.Engine(model, tokenizer)
 >>> run = engine.run("A 54-year-old man ...", mode="dag")
 >>> run.plan, run.steps, run.answer, run.timings
->>> for ev in engine.stream("..."): print(ev.branch, ev.text)
+>>> for ev in engine.stream("..."): print(ev)     # TokenEvents and lifecycle events, in order
 >>> run2 = engine.rerun(run, step="2", seed=1)
 
 Exactness: every decoded token's logits equal (to float tolerance) those of one
@@ -109,6 +109,8 @@ class Engine:
         #: most known tokens a step or the conclusion feeds per forward call: None (all of
         #: them at once) or 1 (token by token, as before chunking; benchmarks compare the two)
         self.step_chunk: int | None = None
+        #: what computes the tokens: ``local`` (this model, one key/value cache), ``vllm`` or ``remote``
+        self.backend = "local"
 
     # ----- loading -----------------------------------------------------------------------
     @classmethod
@@ -205,15 +207,17 @@ class Engine:
         d = self.decoder(question, mode=mode, plan=plan, seed=seed, temperature=temperature, top_p=top_p,
                          max_plan_tokens=max_plan_tokens, max_step_tokens=max_step_tokens,
                          max_conclusion_tokens=max_conclusion_tokens, emit=on_token is not None)
-        return _drain(decode_alone(d), on_token)
+        return _drain(decode_alone(d, self.executor()), on_token)
 
     def stream(self, question: str, **kwargs) -> RunStream:
-        """Like :meth:`run` (same keywords), as an iterator of :class:`TokenEvent` in decode
-        order; after the loop, ``.run`` is the finished :class:`Run`. Arguments are checked
-        at the call, before anything is decoded."""
+        """Like :meth:`run` (same keywords), as an iterator of what happens, in order: a
+        :class:`TokenEvent` per token and the lifecycle events (:class:`PhaseStart`,
+        :class:`StepStart`, :class:`StepEnd`, :class:`ForcedClose`, :class:`PlanRejected`)
+        as they occur; match them by type. After the loop, ``.run`` is the finished
+        :class:`Run`. Arguments are checked at the call, before anything is decoded."""
         if "on_token" in kwargs:
             raise TypeError("stream() yields the tokens itself; on_token belongs to run()")
-        return RunStream(decode_alone(self.decoder(question, emit=True, **kwargs)))
+        return RunStream(decode_alone(self.decoder(question, emit=True, **kwargs), self.executor()))
 
     def run_many(self, questions, batch_size: int = 8, keep_cache: bool = False, progress: bool = False,
                  **kwargs) -> list[Run]:
@@ -304,23 +308,30 @@ class Engine:
             d = Decoder.fresh(self, run.question, run.mode, plan, settings, emit=emit,
                               forced_bodies={sid: forced} if forced is not None else None, generation=gen_no,
                               first_events=[note])
-            return decode_alone(d)
+            return decode_alone(d, self.executor())
         reads = read_steps(plan, run.mode)  # what each step sees or (request) repeats
         drop = {sid} | {t for t in plan.ids if sid in reads[t]} | {"conclusion"}
         d, keep = Decoder.resume(self, run, plan, sid, drop, forced, settings, gen_no, emit=emit)
         with torch.inference_mode():
             cache = select_slots(run._cache, torch.tensor(keep, device=self.device), self.model.config)
-        return decode_alone(d, cache)
+        return decode_alone(d, self.executor(cache))
+
+    def executor(self, cache=None) -> Batch:
+        """What computes this engine's tokens: a :class:`~medverse_lab.engine.decode.Batch`
+        over the model (``cache``: a rerun's kept slots)."""
+        return Batch(self, cache)
 
 
 def _drain(events, on_token) -> Run:
-    """Run a decode generator to the end, handing each token event to ``on_token``."""
+    """Run a decode generator to the end, handing each token event to ``on_token``
+    (lifecycle events are in ``run.events``)."""
     while True:
         try:
             ev = next(events)
         except StopIteration as stop:
             return stop.value
-        on_token(ev)
+        if isinstance(ev, TokenEvent):
+            on_token(ev)
 
 
 __all__ = ["Engine", "Run", "RunStream", "TokenEvent", "Settings", "Batch", "default_model_path", "check_engine_mode",

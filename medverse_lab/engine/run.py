@@ -83,7 +83,8 @@ class Run:
     """
 
     def __init__(self, *, question, prompt, plan: Plan, mode, requested_mode, seed, settings, slots: Slots,
-                 cache, spans, separator_len, tokenizer, piece, events, timings, generation=0):
+                 cache, spans, separator_len, tokenizer, piece, events, timings, generation=0, backend="local"):
+        self.backend = backend  # what computed the tokens: local, vllm or remote
         self.question, self.prompt, self.plan, self.mode = question, prompt, plan, mode
         self.requested_mode, self.seed, self.settings = requested_mode, seed, dict(settings)
         self.events, self.timings, self.generation = events, timings, generation
@@ -214,12 +215,14 @@ class Run:
 
 
 class RunStream:
-    """Iterate to receive :class:`TokenEvent` objects as tokens are decoded; afterwards
+    """Iterate to receive, in order, a :class:`TokenEvent` per token as it is decoded and
+    the lifecycle events (:mod:`~medverse_lab.engine.events`) as they happen; afterwards
     ``.run`` holds the finished :class:`Run`.
 
     >>> stream = engine.stream("A 54-year-old ...")
     >>> for ev in stream:
-    ...     print(ev.branch, ev.text)
+    ...     if isinstance(ev, ml.engine.TokenEvent): print(ev.branch, ev.text)
+    ...     elif isinstance(ev, ml.engine.StepEnd): print("step", ev.branch, "done")
     >>> stream.run.answer
     """
 

@@ -29,6 +29,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine.engine import check_engine_mode
+from ..engine.events import StepEnd
+from ..engine.run import TokenEvent
 from ..errors import PlanError
 from ..prompt import THINK_PREFIX, build_prompt, chat_prefix, user_turn
 from .worker import Ticket, Worker
@@ -302,9 +304,9 @@ async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kin
     each chunk with the branch tokens just decoded in ``medverse.tokens``; the last chunk
     has the finish reason and the ``medverse`` summary."""
     created, obj = int(time.time()), "chat.completion.chunk" if kind == "chat" else "text_completion"
-    d, close_id, sep = ticket.decoder, engine.tags["</Step>"], len(engine.ids.separator)
+    d = ticket.decoder
     blocks: dict[str, list[str]] = {}
-    closed: dict[str, int] = {}  # step -> tail tokens still to come after </Step>
+    closed: set[str] = set()
     flushed: set[str] = set()
     sent = ""
 
@@ -316,25 +318,26 @@ async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kin
                 "medverse": {"tokens": [{"branch": e.branch, "text": e.text} for e in tokens], **(extra or {})}}
         return f"data: {json.dumps(body)}\n\n"
 
-    def logical(events) -> str:
-        out = []
-        for e in events:
-            if e.branch == "prefix" or e.branch == "conclusion":
-                out.append(e.text)
-                continue
-            blocks.setdefault(e.branch, []).append(e.text)
-            if e.token_id == close_id and e.branch not in closed:
-                closed[e.branch] = sep
-            elif e.branch in closed:
-                closed[e.branch] -= 1
-        for sid in d.plan.ids if d.plan is not None else ():
-            if sid in flushed:
-                continue
-            if closed.get(sid, -1) != 0:
-                break
-            flushed.add(sid)
-            out.append("".join(blocks.pop(sid)))
-        return "".join(out)
+    def logical(items) -> tuple[str, list]:
+        """The text these events add in logical order (a step's block once it and every
+        step before it have ended), and their token events."""
+        out, tokens = [], []
+        for e in items:
+            if isinstance(e, StepEnd):
+                closed.add(e.branch)
+                for sid in d.plan.ids:
+                    if sid not in flushed:
+                        if sid not in closed:
+                            break
+                        flushed.add(sid)
+                        out.append("".join(blocks.pop(sid, ())))
+            elif isinstance(e, TokenEvent):
+                tokens.append(e)
+                if e.branch == "prefix" or e.branch == "conclusion":
+                    out.append(e.text)
+                else:
+                    blocks.setdefault(e.branch, []).append(e.text)
+        return "".join(out), tokens
 
     try:
         if d.given_plan is not None:  # a given plan is prefilled with the prompt, not decoded: send it first
@@ -345,15 +348,15 @@ async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kin
             yield chunk(sent, role=kind == "chat")
         while True:
             what, payload = await ticket.updates.get()
-            if what == "tokens":
-                new = logical(payload)
+            if what == "events":
+                new, tokens = logical(payload)
                 text, matched = _cut(sent + new, stop)
                 if matched is not None:
                     worker.cancel(ticket)
-                    yield chunk(text[len(sent):], payload, finish="stop", extra={"stopped_by": matched})
+                    yield chunk(text[len(sent):], tokens, finish="stop", extra={"stopped_by": matched})
                     break
                 sent += new
-                yield chunk(new, payload)
+                yield chunk(new, tokens)
             elif what == "done":
                 _, reason, _ = _reply(engine, payload, None, False)
                 yield chunk("", finish=reason, extra={"summary": _medverse(payload)})

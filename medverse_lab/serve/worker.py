@@ -1,10 +1,11 @@
 """The server's decoder: one thread that runs every request in one continuous batch.
 
 Requests arrive from the event loop as :class:`Ticket` objects holding a checked
-:class:`~medverse_lab.engine.decode.Decoder`; the worker admits them into the batch as room
-frees up, steps the batch (one forward call for every running branch of every request) and
-hands token events and finished runs back to the event loop, thread-safely. A cancelled
-ticket (its client went away) leaves the batch at the next step and its slots are freed.
+:class:`~medverse_lab.engine.decode.Decoder`; the worker admits them into the engine's
+executor as room frees up, through the same loop as ``Engine.run_many``
+(:func:`~medverse_lab.engine.decode.continuous`), and hands token and lifecycle events
+(once per step) and finished runs back to the event loop, thread-safely. A cancelled ticket
+(its client went away) leaves the batch at the next step and its slots are freed.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from ..engine.decode import Batch, Decoder
+from ..engine.decode import Decoder, continuous
+from ..engine.run import Run
 
 
 @dataclass(eq=False)
 class Ticket:
-    """One request in the worker. ``updates`` receives ``("tokens", [TokenEvent, ...])``,
-    then ``("done", Run)`` or ``("error", Exception)``; it lives on the event loop ``loop``."""
+    """One request in the worker. ``updates`` receives ``("events", [...])`` (its token and
+    lifecycle events of a step, in order), then ``("done", Run)`` or ``("error", Exception)``;
+    it lives on the event loop ``loop``."""
 
     decoder: Decoder
     loop: asyncio.AbstractEventLoop
@@ -43,6 +46,10 @@ class Ticket:
                 raise payload
 
 
+class _Stop(Exception):
+    """The worker was told to stop."""
+
+
 class Worker:
     """Continuous batching for a server: at most ``max_batch`` requests decode together.
 
@@ -55,6 +62,7 @@ class Worker:
         self.engine, self.max_batch = engine, max_batch
         self.inbox: queue.Queue[Ticket | None] = queue.Queue()
         self.active: dict[int, Ticket] = {}
+        self.outgoing: dict[int, list] = {}  # per decoder: events of the current step, posted before the next
         self.stats = {"requests": 0, "finished": 0, "cancelled": 0, "forward_calls": 0, "max_batch_seen": 0}
         self._thread = None
         if thread:
@@ -84,48 +92,55 @@ class Worker:
     def run(self, alive=lambda: True) -> None:
         """The decode loop; returns after :meth:`close`, or once ``alive()`` is false."""
         self._alive = alive
-        batch = Batch(self.engine)
         while True:
             try:
-                if not self._admit(batch):
-                    return
-                for t in [t for t in self.active.values() if t.cancelled]:
-                    batch.remove(t.decoder, keep_cache=False)
-                    del self.active[t.decoder.id]
-                    self.stats["cancelled"] += 1
-                if not len(batch):
-                    continue
-                self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
-                events, finished = batch.step()
-                self.stats["forward_calls"] += 1
-                for d, fed in events:
-                    if fed:
-                        self.active[d.id].post("tokens", fed)
-                for d in finished:
-                    run = d.to_run(batch.remove(d, keep_cache=False))
-                    self.active.pop(d.id).post("done", run)
-                    self.stats["finished"] += 1
+                for d, item in continuous(self.engine.executor(), self._admit):
+                    if isinstance(item, Run):
+                        self._flush(d.id)
+                        self.active.pop(d.id).post("done", item)
+                        self.stats["finished"] += 1
+                    else:
+                        self.outgoing.setdefault(d.id, []).append(item)
+                return
+            except _Stop:
+                return
             except Exception as exc:  # noqa: BLE001 - fail the requests in flight, keep serving
                 for t in self.active.values():
                     t.post("error", exc)
                 self.active.clear()
-                batch = Batch(self.engine)
+                self.outgoing.clear()
 
-    def _admit(self, batch: Batch) -> bool:
-        """Move waiting tickets into the batch while there is room (block when idle);
-        False when the worker is told to stop."""
-        while len(batch) < self.max_batch:
+    def _flush(self, key: int) -> None:
+        items = self.outgoing.pop(key, None)
+        if items:
+            self.active[key].post("events", items)
+
+    def _admit(self, executor) -> list[Decoder]:
+        """Called before each step: post the last step's events, drop cancelled requests,
+        then take waiting tickets while there is room (block when idle)."""
+        for key in list(self.outgoing):
+            self._flush(key)
+        for t in [t for t in self.active.values() if t.cancelled]:
+            executor.remove(t.decoder, keep_cache=False)
+            del self.active[t.decoder.id]
+            self.stats["cancelled"] += 1
+        new = []
+        while len(executor) + len(new) < self.max_batch:
+            idle = not len(executor) and not new
             try:
-                ticket = self.inbox.get(block=not len(batch), timeout=0.5 if not len(batch) else None)
+                ticket = self.inbox.get(block=idle, timeout=0.5 if idle else None)
             except queue.Empty:
-                return len(batch) > 0 or self._alive()
+                if idle and not self._alive():
+                    raise _Stop
+                break
             if ticket is None:
-                return False
+                raise _Stop
             if ticket.cancelled:
                 self.stats["cancelled"] += 1
                 continue
             self.active[ticket.decoder.id] = ticket
-            fed = batch.join(ticket.decoder)
-            if fed:
-                ticket.post("tokens", fed)
-        return True
+            new.append(ticket.decoder)
+        if len(executor) or new:
+            self.stats["forward_calls"] += 1
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(executor) + len(new))
+        return new

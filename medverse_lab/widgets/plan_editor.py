@@ -344,15 +344,16 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
         return worker
 
     def _run(self, question, plan, kwargs) -> None:
-        children = {sid: plan.children(sid) for sid in plan.ids}
+        from ..engine.events import StepEnd, StepStart
+
         started: set[str] = set()
         try:
             stream = self.engine.stream(question, plan=plan, **kwargs)
             for ev in stream:
-                if ev.branch in children and ev.branch not in started:
+                if isinstance(ev, StepStart):
                     started.add(ev.branch)
                     self.running = sorted(started - set(self._net.fired), key=plan.ids.index)
-                if ev.branch in children and ev.text.strip() == "</Step>":
+                elif isinstance(ev, StepEnd):
                     if self._net.is_enabled(ev.branch):
                         self._net.fire(ev.branch)
                     self.running = [s for s in self.running if s != ev.branch]
