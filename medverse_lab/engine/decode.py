@@ -210,7 +210,7 @@ class Decoder:
         self.conclusion_started = False
         self.quiet = 0                       # leading slots not reported (the prompt: given, not decoded)
         self.outbox: list = []               # with emit: token and lifecycle events, in order, until taken
-        self.error: Exception | None = None  # set when its executor failed it
+        self.token_exact = True              # False when a backend returned text, not token ids
 
     def note(self, event: Event) -> None:
         """Record a lifecycle event (and report it, in order with the tokens, when emitting)."""
@@ -308,7 +308,8 @@ class Decoder:
                 self.slot_seg.append(b.seg)
                 # not reported: the prompt and, in mode request, the blocks a branch repeats (given, not decoded)
                 if self.emit and n >= self.quiet and b.offset >= b.own_from:
-                    self.outbox.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, n, forced, call))
+                    slot = n if self.e.backend == "local" else None  # a stock engine's cache is its own
+                    self.outbox.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, slot, forced, call))
                 n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
             b.pending = b.pending[len(chunk):]
         for b in self.running:
@@ -427,7 +428,7 @@ class Decoder:
                    requested_mode=self.requested_mode, seed=self.settings.seed, settings=asdict(self.settings),
                    slots=self.slots, cache=cache, spans=self.spans, separator_len=len(self.ids.separator),
                    tokenizer=self.e.tokenizer, piece=self.e.piece, events=self.events, timings=timings,
-                   generation=self.generation, backend=self.e.backend)
+                   generation=self.generation, backend=self.e.backend, token_exact=self.token_exact)
 
 
 class Batch:

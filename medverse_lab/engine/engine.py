@@ -26,6 +26,7 @@ from ..prompt import SYSTEM_PROMPT, THINK_PREFIX
 from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
 from .events import Rerun
 from .kv import new_cache, select_slots
+from .requests import EXACT_MODES, refuse_mode
 from .run import Run, RunStream, TokenEvent
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-model"
@@ -96,27 +97,55 @@ class Engine:
                           "embeddings; a model not trained with them will not write them", stacklevel=2)
             add_medverse_tokens(tokenizer, model)
         new_cache(cfg)  # refuses sliding-window / shared caches now rather than mid-run
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model = model.eval()
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.system_prompt = system_prompt if system_prompt is not None else \
-            getattr(cfg, "medverse_system_prompt", SYSTEM_PROMPT)
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._setup(tokenizer, cfg, system_prompt, "local", None)
+
+    def _setup(self, tokenizer, config, system_prompt, backend: str, compute) -> None:
+        self.tokenizer, self.config = tokenizer, config
+        self.system_prompt = system_prompt if system_prompt is not None else \
+            getattr(config, "medverse_system_prompt", SYSTEM_PROMPT)
         self.ids = TokenIds.of(tokenizer, self.encode)
         self.tags, self.step_stray = self.ids.tags, self.ids.step_stray
         self._pieces: dict[int, str] = {}
         #: most known tokens a step or the conclusion feeds per forward call: None (all of
         #: them at once) or 1 (token by token, as before chunking; benchmarks compare the two)
         self.step_chunk: int | None = None
-        #: what computes the tokens: ``local`` (this model, one key/value cache), ``vllm`` or ``remote``
-        self.backend = "local"
+        #: what computes the tokens: ``local`` (this model, one key/value cache), ``vllm``
+        #: (vLLM in this process) or ``remote`` (an OpenAI-compatible server)
+        self.backend = backend
+        self.compute = compute
+
+    @classmethod
+    def _stock(cls, tokenizer, config, backend: str, compute, system_prompt=None) -> "Engine":
+        """An engine whose tokens a stock serving engine computes (no model here)."""
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in TAGS if t not in vocab]
+        if missing:
+            raise ValueError(f"the tokenizer has no single token for {', '.join(missing)}: it is not a MedVerse "
+                             "tokenizer, and a served model cannot be given new tags")
+        e = cls.__new__(cls)
+        e.model, e.device, e.dtype, e.cache_kw = None, torch.device("cpu"), torch.float32, None
+        e._setup(tokenizer, config, system_prompt, backend, compute)
+        return e
 
     # ----- loading -----------------------------------------------------------------------
     @classmethod
     def load(cls, path=None, device=None, dtype=None, trust_remote_code: bool = False, *,
-             attn_implementation: str = "sdpa", add_tags: bool = False, system_prompt: str | None = None) -> "Engine":
+             attn_implementation: str = "sdpa", add_tags: bool = False, system_prompt: str | None = None,
+             backend: str = "local", **vllm_options) -> "Engine":
         """Load a local checkpoint folder (``config.json``, ``*.safetensors``, tokenizer files).
+
+        ``backend="local"`` (the default) decodes with the transformers model in one
+        key/value cache, every mode. ``backend="vllm"`` hands the folder to vLLM in this
+        process (prefix caching on; ``vllm_options`` go to ``vllm.LLM``, e.g.
+        ``tensor_parallel_size``, ``gpu_memory_utilization``): it decodes modes ``request``
+        and ``sequential`` token for token as the local backend does (greedy), and refuses the
+        others; runs have no local cache (``run.cache_bytes`` is 0) and rerun re-sends the
+        kept tokens, which vLLM's prefix cache reuses.
 
         ``path=None`` loads the embedded teaching model (``dag``); its ``request``-trained
         sibling is ``Engine.load(ml.engine.default_model_path("request"))``. ``device`` defaults to CUDA when
@@ -126,6 +155,11 @@ class Engine:
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if backend not in ("local", "vllm"):
+            raise ValueError(f"backend {backend!r}: Engine.load takes 'local' or 'vllm'; for a server use "
+                             "ml.Engine.remote(base_url)")
+        if vllm_options and backend != "vllm":
+            raise TypeError(f"unexpected keyword arguments {sorted(vllm_options)} (they go to vLLM with backend='vllm')")
         _check_attention(attn_implementation)
         if path is None:
             path = default_model_path()
@@ -142,6 +176,8 @@ class Engine:
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(f"{path} has no *.safetensors weights; the engine loads weights only "
                                     "from safetensors (convert with model.save_pretrained(..., safe_serialization=True))")
+        if backend == "vllm":
+            return cls._load_vllm(path, dtype, trust_remote_code, system_prompt, vllm_options)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is not None:
             dtype = to_dtype(dtype)
@@ -159,6 +195,50 @@ class Engine:
             path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation)
         return cls(model.to(device), tokenizer, add_tags=add_tags, system_prompt=system_prompt)
+
+    @classmethod
+    def _load_vllm(cls, path, dtype, trust_remote_code, system_prompt, vllm_options) -> "Engine":
+        from transformers import AutoConfig, AutoTokenizer
+
+        from .vllm_backend import VllmBackend
+
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        dtype = str(to_dtype(dtype)).removeprefix("torch.") if dtype is not None else "float32"
+        compute = VllmBackend(path, dtype=dtype, trust_remote_code=trust_remote_code, **vllm_options)
+        return cls._stock(tokenizer, config, "vllm", compute, system_prompt)
+
+    @classmethod
+    def remote(cls, base_url: str, model: str | None = None, api_key: str | None = None, *, tokenizer=None,
+               system_prompt: str | None = None, timeout: float = 600, max_concurrency: int = 64) -> "Engine":
+        """An engine whose tokens an OpenAI-compatible completions server computes (a
+        ``vllm serve`` or SGLang process at ``base_url``, e.g. ``http://127.0.0.1:8000``).
+
+        ``model`` defaults to the first the server lists. The tokenizer (and the model's
+        MedVerse settings) are read from ``tokenizer`` (a checkpoint folder or a tokenizer),
+        by default from ``model`` when that is a local folder (``vllm serve /path`` serves it
+        under that name). Each branch is one request, sent as soon as it can start,
+        concurrently; prompts go as token ids, so with a server that returns the sampled ids
+        (vLLM) runs are token-exact in modes ``request`` and ``sequential``; other modes are
+        refused. ``run.token_exact`` says whether every reply came back as ids.
+        """
+        from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+
+        from .remote import RemoteBackend
+
+        compute = RemoteBackend(base_url, model, api_key, timeout=timeout, max_concurrency=max_concurrency)
+        source = tokenizer if tokenizer is not None else compute.model
+        config = PretrainedConfig()
+        if isinstance(source, (str, Path)):
+            folder = Path(source).expanduser()
+            if not folder.is_dir():
+                compute.close()
+                raise ValueError(f"the server's model {compute.model!r} is not a local folder: pass tokenizer= "
+                                 "(the checkpoint folder it serves) so prompts are tokenized as the server does")
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            if (folder / "config.json").is_file():
+                config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        return cls._stock(tokenizer, config, "remote", compute, system_prompt)
 
     # ----- text helpers --------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -179,9 +259,15 @@ class Engine:
     @property
     def default_mode(self) -> str:
         """The mode the model was trained with (``config.medverse_mode``), else ``dag``."""
-        return getattr(self.model.config, "medverse_mode", None) or "dag"
+        mode = getattr(self.config, "medverse_mode", None) or "dag"
+        if self.backend != "local" and mode not in EXACT_MODES:
+            return "request"  # what a stock engine decodes exactly, as parallel as dag
+        return mode
 
     def __repr__(self) -> str:
+        if self.model is None:
+            where = self.compute.base_url if self.backend == "remote" else getattr(self.config, "_name_or_path", "")
+            return f"Engine(backend={self.backend!r}, {where}, mode={self.default_mode!r})"
         n = sum(p.numel() for p in self.model.parameters())
         return (f"Engine({type(self.model).__name__}, {n / 1e6:.1f}M params, {self.device}, {self.dtype}, "
                 f"attention={self.model.config._attn_implementation}, mode={self.default_mode!r})")
@@ -254,6 +340,8 @@ class Engine:
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"question is empty ({question!r}): pass the question text (with its options)")
         mode = check_engine_mode(self.default_mode if mode is None else mode)
+        if self.backend != "local":
+            refuse_mode(mode, self.backend)
         if plan is not None:
             if isinstance(plan, str):
                 plan = Plan.from_outline(plan)
@@ -287,7 +375,7 @@ class Engine:
     def _start_rerun(self, run: Run, step, seed, text, description, emit):
         if not isinstance(run, Run):
             raise TypeError(f"rerun takes a Run, not {type(run).__name__}")
-        if run._cache is None:
+        if run._cache is None and run.backend == "local":
             raise ValueError("this run's cache was released (run.release()); rerun needs it: run the question again")
         sid = str(step).strip()
         if sid not in run.plan:
@@ -311,14 +399,27 @@ class Engine:
             return decode_alone(d, self.executor())
         reads = read_steps(plan, run.mode)  # what each step sees or (request) repeats
         drop = {sid} | {t for t in plan.ids if sid in reads[t]} | {"conclusion"}
+        if run.backend != self.backend:
+            raise ValueError(f"this run was decoded on the {run.backend} backend; rerun it with an engine of that backend")
         d, keep = Decoder.resume(self, run, plan, sid, drop, forced, settings, gen_no, emit=emit)
-        with torch.inference_mode():
-            cache = select_slots(run._cache, torch.tensor(keep, device=self.device), self.model.config)
+        cache = None
+        if self.backend == "local":
+            with torch.inference_mode():
+                cache = select_slots(run._cache, torch.tensor(keep, device=self.device), self.model.config)
         return decode_alone(d, self.executor(cache))
 
-    def executor(self, cache=None) -> Batch:
-        """What computes this engine's tokens: a :class:`~medverse_lab.engine.decode.Batch`
-        over the model (``cache``: a rerun's kept slots)."""
+    def executor(self, cache=None):
+        """What computes this engine's tokens for a set of runs: a
+        :class:`~medverse_lab.engine.decode.Batch` over the model (``cache``: a rerun's kept
+        slots), or the vLLM / remote executor (:mod:`.requests`)."""
+        if self.backend == "vllm":
+            from .vllm_backend import VllmExecutor
+
+            return VllmExecutor(self)
+        if self.backend == "remote":
+            from .remote import RemoteExecutor
+
+            return RemoteExecutor(self)
         return Batch(self, cache)
 
 

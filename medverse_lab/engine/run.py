@@ -83,8 +83,12 @@ class Run:
     """
 
     def __init__(self, *, question, prompt, plan: Plan, mode, requested_mode, seed, settings, slots: Slots,
-                 cache, spans, separator_len, tokenizer, piece, events, timings, generation=0, backend="local"):
-        self.backend = backend  # what computed the tokens: local, vllm or remote
+                 cache, spans, separator_len, tokenizer, piece, events, timings, generation=0, backend="local",
+                 token_exact=True):
+        #: what computed the tokens: ``local`` (this process's model and cache), ``vllm`` or ``remote``
+        self.backend = backend
+        #: False when a remote server returned text, not token ids (re-tokenized here)
+        self.token_exact = token_exact
         self.question, self.prompt, self.plan, self.mode = question, prompt, plan, mode
         self.requested_mode, self.seed, self.settings = requested_mode, seed, dict(settings)
         self.events, self.timings, self.generation = events, timings, generation
@@ -138,7 +142,8 @@ class Run:
     @cached_property
     def tokens(self):
         """A polars DataFrame, one row per token in logical order: ``branch``,
-        ``logical_index``, ``cache_index``, ``position``, ``token_id``, ``text``, ``forced``,
+        ``logical_index``, ``cache_index`` (null unless the local backend decoded the run:
+        a stock engine's cache is its own), ``position``, ``token_id``, ``text``, ``forced``,
         ``forward_call``, ``time_s``, and ``repeat_of``: in mode ``request`` the step whose
         block a token repeats at the head of its branch's request (else null)."""
         import polars as pl
@@ -148,7 +153,8 @@ class Run:
         repeat_of = [next((r for r, a, z in spans.get(b, ()) if a <= i < z), None)
                      for b, i in zip(s.branch, self._logical)]
         df = pl.DataFrame({
-            "branch": s.branch, "logical_index": self._logical, "cache_index": list(range(len(s))),
+            "branch": s.branch, "logical_index": self._logical,
+            "cache_index": list(range(len(s))) if self.backend == "local" else [None] * len(s),
             "position": s.position, "token_id": s.token, "text": [self._piece(t) for t in s.token],
             "forced": s.forced, "forward_call": s.call, "time_s": s.time, "repeat_of": repeat_of,
         }, schema={"branch": pl.String, "logical_index": pl.Int64, "cache_index": pl.Int64, "position": pl.Int64,

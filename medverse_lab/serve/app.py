@@ -129,7 +129,7 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
     how many requests decode together, ``max_body`` the request size in bytes. The app
     decodes in a thread of its own unless given a ``worker`` the caller runs."""
     mode = check_engine_mode(mode or engine.default_mode)
-    name = model_name or getattr(engine.model.config, "_name_or_path", None) or "medverse-lab"
+    name = model_name or getattr(engine.config, "_name_or_path", None) or "medverse-lab"
     worker = worker or Worker(engine, max_batch=max_batch)
     created = int(time.time())
     app = FastAPI(title="medverse-lab", description=__doc__.split("\n\n")[0])

