@@ -46,9 +46,7 @@ def evaluate(engine, questions, modes=("dag", "sequential"), n: int | None = Non
     from .engine.decode import _positive_int, decode_many
     from .questions import format_question
 
-    from .engine import check_engine_mode
-
-    modes = tuple(check_engine_mode(m) for m in modes)
+    modes = tuple(engine.check_mode(m) for m in modes)
     if not modes:
         raise ValueError("modes is empty: name at least one of " + ", ".join(ENGINE_MODES))
     _positive_int("batch_size", batch_size)
@@ -107,20 +105,23 @@ def summarize(table: pl.DataFrame) -> pl.DataFrame:
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="JSONL multiple-choice questions (options dict, key in answer_idx or answer)")
-    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
-    parser.add_argument("--modes", default="dag,sequential", help="comma-separated (default dag,sequential)")
+    from .engine.cli import add_engine_arguments
+
+    add_engine_arguments(parser)
+    parser.add_argument("--modes", help="comma-separated (default dag,sequential; request,sequential with "
+                        "--backend vllm or remote)")
     parser.add_argument("-n", type=int, help="only the first N questions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the per-question table (.csv, .parquet or .jsonl)")
-    parser.add_argument("--device")
     parser.add_argument("--batch-size", type=int, default=8, help="questions decoded together (default 8)")
 
 
 def main(args) -> int:
-    from .engine import Engine
+    from .engine.cli import load_engine
 
-    engine = Engine.load(args.model, device=args.device)
-    table, summary = evaluate(engine, args.file, modes=tuple(args.modes.split(",")), n=args.n, seed=args.seed,
+    engine = load_engine(args)
+    modes = args.modes or ("dag,sequential" if engine.backend == "local" else "request,sequential")
+    table, summary = evaluate(engine, args.file, modes=tuple(modes.split(",")), n=args.n, seed=args.seed,
                               batch_size=args.batch_size)
     with pl.Config(tbl_cols=-1, tbl_width_chars=160):
         print(summary)

@@ -176,3 +176,73 @@ def test_remote_vllm_serve_gives_the_same_tokens(teaching, vllm_server):
         remote.run(QUESTIONS[0], mode="dag")
     table, summary = ml.evaluate(remote, make_questions(4, seed=7, split="test"), modes=("request",), progress=False)
     assert table["error"].null_count() == 4 and summary["accuracy"][0] is not None
+
+
+# ----- the commands ----------------------------------------------------------------------------
+def cli(*args, timeout=600):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "medverse_lab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
+
+
+def test_run_command_on_vllm_prints_the_same_answer(teaching):
+    local = teaching[0]
+    path = str(default_model_path("request"))
+    out = cli("run", QUESTIONS[1], "--model", path, "--backend", "vllm", "--no-compare")
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = local.run(QUESTIONS[1], **GREEDY)
+    assert f"Answer: {run.answer or '(none)'}" in out.stdout
+    assert out.stdout.count(" done: ") == len(run.plan)  # each step printed as it ended
+
+
+def test_eval_command_against_a_remote_vllm_serve(vllm_server, tmp_path):
+    file = tmp_path / "questions.jsonl"
+    qs = make_questions(4, seed=7, split="test")
+    ml.records.write_jsonl([{"id": q.id, "question": q.question, "options": q.options, "answer_idx": q.answer}
+                            for q in qs], file)
+    out = cli("eval", str(file), "--backend", "remote", "--url", vllm_server, "--out", str(tmp_path / "t.csv"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = __import__("polars").read_csv(tmp_path / "t.csv")
+    assert sorted(set(table["mode"])) == ["request", "sequential"] and table["error"].null_count() == 8
+    bad = cli("eval", str(file), "--backend", "remote", "--url", vllm_server, "--modes", "dag")
+    assert bad.returncode == 2 and "mode='request'" in bad.stderr
+
+
+def test_serve_command_on_vllm_keeps_the_api_and_its_checks(teaching):
+    from openai import OpenAI
+
+    local = teaching[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = str(default_model_path("request"))
+    proc = subprocess.Popen([__import__("sys").executable, "-m", "medverse_lab.cli", "serve", "--model", path,
+                             "--backend", "vllm", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited: {proc.stdout.read()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        client = OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300)
+        reply = client.chat.completions.create(model="m", temperature=0,
+                                               messages=[{"role": "user", "content": QUESTIONS[2]}])
+        run = local.run(QUESTIONS[2], **GREEDY)
+        assert reply.choices[0].message.content == local.decode(run.layout.base.token_ids[len(local.encode(run.prompt)):])
+        assert reply.model_extra["medverse"]["mode"] == "request"
+        stream = client.chat.completions.create(model="m", temperature=0, stream=True,
+                                                messages=[{"role": "user", "content": QUESTIONS[2]}])
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == reply.choices[0].message.content
+        refused = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "model": "m", "mode": "dag", "messages": [{"role": "user", "content": QUESTIONS[2]}]})
+        assert refused.status_code == 400 and "mode='request'" in refused.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

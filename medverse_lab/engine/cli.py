@@ -9,22 +9,55 @@ from pathlib import Path
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "question.txt"
 
 
+def add_engine_arguments(parser, remote: bool = True) -> None:
+    """``--model``, ``--device``, ``--backend`` (and ``--url``, ``--api-key``): what
+    :func:`load_engine` reads."""
+    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model; with "
+                        "--backend remote: the served model's id, by default the server's first)")
+    parser.add_argument("--device")
+    kinds = "local, vllm or remote" if remote else "local or vllm"
+    parser.add_argument("--backend", default="local", choices=("local", "vllm", "remote")[:3 if remote else 2],
+                        help=f"what computes the tokens: {kinds} (default local; vllm and remote decode the "
+                        "request and sequential modes)")
+    if remote:
+        parser.add_argument("--url", help="with --backend remote: the OpenAI-compatible server, e.g. "
+                            "http://127.0.0.1:8000 (a vllm serve process)")
+        parser.add_argument("--tokenizer", help="with --backend remote: the checkpoint folder the server serves "
+                            "(default: the served model's id when it is a local folder)")
+        parser.add_argument("--api-key")
+
+
+def load_engine(args):
+    """The engine the command line asks for (:func:`add_engine_arguments`)."""
+    from . import Engine
+
+    backend = getattr(args, "backend", "local")
+    if backend == "remote":
+        if not args.url:
+            raise ValueError("--backend remote needs --url (the server's address, e.g. http://127.0.0.1:8000)")
+        return Engine.remote(args.url, model=args.model, api_key=args.api_key, tokenizer=args.tokenizer)
+    if getattr(args, "url", None):
+        raise ValueError("--url goes with --backend remote")
+    if backend == "vllm":
+        return Engine.load(args.model, backend="vllm")
+    return Engine.load(args.model, device=args.device)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("question", nargs="?", help="the question text, options included ('A. ...' lines); "
                         "default: a shipped held-out synthetic question")
-    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
+    add_engine_arguments(parser)
     parser.add_argument("--mode", help="dag, layered, speculative, sequential or request (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
-    parser.add_argument("--device")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the sequential rerun that measures the speedup")
 
 
 def main(args) -> int:
-    from . import Engine, PhaseStart, StepEnd, TokenEvent
+    from . import PhaseStart, StepEnd, TokenEvent
 
-    engine = Engine.load(args.model, device=args.device)
+    engine = load_engine(args)
     out = sys.stdout
     print(f"{engine}\n", file=out)
     if args.question is None:

@@ -330,6 +330,14 @@ class Engine:
                 bar.update()
         return runs
 
+    def check_mode(self, mode: str) -> str:
+        """``mode`` if this engine decodes it exactly, else a ``ValueError`` saying why and
+        what to use (a stock-engine backend takes ``request`` and ``sequential`` only)."""
+        mode = check_engine_mode(mode)
+        if self.backend != "local":
+            refuse_mode(mode, self.backend)
+        return mode
+
     def decoder(self, question: str, *, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
                 temperature: float = 0.7, top_p: float = 0.95, max_plan_tokens: int = 512,
                 max_step_tokens: int = 256, max_conclusion_tokens: int = 256, emit: bool = False,
@@ -339,9 +347,7 @@ class Engine:
         (text ending with the assistant's ``<Think>`` line) replaces the built prompt."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"question is empty ({question!r}): pass the question text (with its options)")
-        mode = check_engine_mode(self.default_mode if mode is None else mode)
-        if self.backend != "local":
-            refuse_mode(mode, self.backend)
+        mode = self.check_mode(self.default_mode if mode is None else mode)
         if plan is not None:
             if isinstance(plan, str):
                 plan = Plan.from_outline(plan)

@@ -2,6 +2,7 @@
 
     medverse-lab serve                       # the embedded model on http://127.0.0.1:8000
     medverse-lab serve --model CKPT --port 30000 --mode dag --max-batch 16
+    medverse-lab serve --model CKPT --backend vllm  # the same API; vLLM computes (request, sequential)
 
 Endpoints: ``POST /generate`` (SGLang's native shape, as the public MedVerse client sends),
 ``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI shapes, streaming
@@ -18,10 +19,12 @@ __all__ = ["create_app", "add_arguments", "main"]
 def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model)")
-    parser.add_argument("--mode", help="dag, layered, speculative or sequential (default: the model's)")
+    from ..engine.cli import add_engine_arguments
+
+    add_engine_arguments(parser, remote=False)
+    parser.add_argument("--mode", help="dag, layered, speculative, sequential or request (default: the model's; "
+                        "with --backend vllm: request or sequential)")
     parser.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
-    parser.add_argument("--device")
     parser.add_argument("--name", help="the model id clients see (default: the checkpoint's name)")
 
 
@@ -31,12 +34,12 @@ def main(args) -> int:
 
     import uvicorn
 
-    from ..engine import Engine
+    from ..engine.cli import load_engine
     from ..engine.decode import _positive_int
     from .worker import Worker
 
     _positive_int("--max-batch", args.max_batch)
-    engine = Engine.load(args.model, device=args.device)
+    engine = load_engine(args)
     name = args.name or ("medverse-teaching-model" if args.model is None else None)
     worker = Worker(engine, max_batch=args.max_batch, thread=False)
     app = create_app(engine, mode=args.mode, max_batch=args.max_batch, model_name=name, worker=worker)

@@ -128,7 +128,7 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
     """A FastAPI app serving ``engine``; ``mode`` overrides the model's, ``max_batch`` caps
     how many requests decode together, ``max_body`` the request size in bytes. The app
     decodes in a thread of its own unless given a ``worker`` the caller runs."""
-    mode = check_engine_mode(mode or engine.default_mode)
+    mode = engine.check_mode(mode or engine.default_mode)
     name = model_name or getattr(engine.config, "_name_or_path", None) or "medverse-lab"
     worker = worker or Worker(engine, max_batch=max_batch)
     created = int(time.time())
@@ -171,7 +171,7 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
             "max_plan_tokens": min(512, max_tokens), "max_step_tokens": min(256, max_tokens),
             "max_conclusion_tokens": min(256, max_tokens)}
         try:
-            run_mode = check_engine_mode(body.mode) if body.mode is not None else mode
+            run_mode = engine.check_mode(body.mode) if body.mode is not None else mode
         except ValueError as exc:
             raise ApiError("mode", str(exc)) from None
         try:
