@@ -246,3 +246,15 @@ def test_serve_command_on_vllm_keeps_the_api_and_its_checks(teaching):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_widgets_say_what_a_vllm_run_cannot_show(teaching):
+    vllm = teaching[1]
+    run = vllm.run(QUESTIONS[3], **GREEDY)
+    viewer = ml.RunViewer(vllm, run)
+    assert viewer.modes == ["request", "sequential"] and viewer.mode == "request"
+    assert viewer.summary["backend"] == "vllm" and "no cache slots" in viewer.summary["backend_note"]
+    inspector = ml.MaskInspector(run)
+    assert inspector.mode == "request" and "vllm backend" in inspector.notice
+    local_run = teaching[0].run(QUESTIONS[3], **GREEDY)
+    assert ml.MaskInspector(local_run).notice == "" and ml.RunViewer(teaching[0], local_run).summary["backend_note"] is None

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:34c2ca337ca4f298b2c7f9f1f17e9b870ab2c7423fb9f9969e6526f43e906927 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:79b3b0bc229dd3daf3474f12015667dabfea3ada87026d270a382d4b0a6770d5 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

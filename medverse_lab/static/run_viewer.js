@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:34c2ca337ca4f298b2c7f9f1f17e9b870ab2c7423fb9f9969e6526f43e906927 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:79b3b0bc229dd3daf3474f12015667dabfea3ada87026d270a382d4b0a6770d5 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -140,7 +140,7 @@ function render({ model, el }) {
     const path = s.critical_path.join(" → ") || "none";
     const over = s.scope.startsWith("rerun") ? "the re-decoded steps" : "this plan";
     const answer = s.answer ? `Answer: ${s.answer}.` : `${capital(s.answer_note || "no answer")}.`;
-    summary.textContent = `${s.mode}, ${s.scope}: ${s.phase2_tokens} tokens in ${s.forward_calls} forward calls: call speedup ${s.call_speedup.toFixed(2)}x against sequential decoding (ideal for ${over}, one token per call: ${s.ideal_call_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). ${answer} Seed ${s.seed}, ${s.total_s ?? 0} s.`;
+    summary.textContent = `${s.mode}, ${s.scope}: ${s.phase2_tokens} tokens in ${s.forward_calls} forward calls: call speedup ${s.call_speedup.toFixed(2)}x against sequential decoding (ideal for ${over}, one token per call: ${s.ideal_call_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). ${answer} Seed ${s.seed}, ${s.total_s ?? 0} s.` + (s.backend_note ? ` ${s.backend_note}.` : "");
   }
   function drawLanes() {
     const lanes = model.get("lanes");

@@ -102,6 +102,11 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
         with self.hold_sync():
             self.run_mode = run_mode
             self.mode, self.diff_mode = mode, diff
+            backend = getattr(run, "backend", "local")
+            self.notice = "" if backend == "local" else (
+                f"this run was decoded on the {backend} backend: the mask and positions shown are the rule its "
+                "requests followed (each request plain causal over the request layout), not rows read from a "
+                "cache this process holds")
             self._refresh()
         self.observe(self._on_modes, names=["mode", "diff_mode"])
         self._observing = True

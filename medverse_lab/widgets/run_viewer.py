@@ -84,7 +84,21 @@ def run_summary(run) -> dict:
         "answer": run.answer,
         "answer_note": answer_note(run),
         "total_s": round(float(run.timings.get("total", 0.0)), 3),
+        "backend": run.backend,
+        "backend_note": backend_note(run),
     }
+
+
+def backend_note(run) -> str | None:
+    """What a run decoded by a stock engine cannot show (``None`` for the local backend)."""
+    if run.backend == "vllm":
+        return ("Decoded by vLLM in this process: forward calls are vLLM engine steps, and the key/value cache "
+                "is vLLM's (no cache slots here)")
+    if run.backend == "remote":
+        exact = "" if run.token_exact else "; the server returned text, re-tokenized here, so tokens may differ"
+        return ("Decoded by a remote server: each branch's tokens came in one reply, so forward calls and times "
+                f"are this client's, not the server's, and there is no cache here{exact}")
+    return None
 
 
 def answer_note(run) -> str | None:
@@ -166,8 +180,12 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
         self._adding = False
         self.question = question or (run.question if run is not None else "")
         if engine is not None:
-            self.mode = getattr(engine, "default_mode", "dag") if getattr(engine, "default_mode", "dag") in ENGINE_MODES \
-                else "dag"
+            if getattr(engine, "backend", "local") != "local":  # a stock engine decodes these exactly
+                from ..engine.requests import EXACT_MODES
+
+                self.modes = list(EXACT_MODES)
+            default = getattr(engine, "default_mode", "dag")
+            self.mode = default if default in self.modes else self.modes[0]
         if run is not None:
             self._add(run, {"kind": "run"}, parent=None)
         self.observe(self._on_current, names="current")

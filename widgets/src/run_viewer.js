@@ -99,7 +99,8 @@ function render({ model, el }) {
     summary.textContent = `${s.mode}, ${s.scope}: ${s.phase2_tokens} tokens in ${s.forward_calls} forward calls: `
       + `call speedup ${s.call_speedup.toFixed(2)}x against sequential decoding (ideal for ${over}, `
       + `one token per call: ${s.ideal_call_speedup.toFixed(2)}x). Critical path ${path} (${s.critical_tokens} tokens). `
-      + `${answer} Seed ${s.seed}, ${s.total_s ?? 0} s.`;
+      + `${answer} Seed ${s.seed}, ${s.total_s ?? 0} s.`
+      + (s.backend_note ? ` ${s.backend_note}.` : "");
   }
 
   function drawLanes() {
