@@ -209,7 +209,7 @@ def test_trl_sft_trainer_trains_with_the_collator(tokenizer, tmp_path):
     # the collator tokenizes: TRL must not prepare the dataset
     before, after, trainer = train_briefly(tokenizer, "layered", 7, lambda model, collator, recs, common: SFTTrainer(
         model=model, args=SFTConfig(output_dir=str(tmp_path), dataset_kwargs={"skip_prepare_dataset": True},
-                                    bf16=False, activation_checkpointing=False, **common),
+                                    bf16=False, gradient_checkpointing=False, **common),
         train_dataset=datasets.Dataset.from_list(recs), data_collator=collator, processing_class=tokenizer))
     assert after < before - 1.0, (before, after)  # measured: 6.30 -> 3.92
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
