@@ -1,6 +1,6 @@
 """Backends: the local engine against vLLM computing the same runs.
 
-    python benchmarks/bench_backends.py [--repeats 3] [--step-tokens 64]      # needs the [vllm] extra
+    python benchmarks/bench_backends.py [--repeats 5] [--step-tokens 64]      # needs the [vllm] extra
 
 Measured in this one run, printed as markdown:
 
@@ -16,9 +16,8 @@ Measured in this one run, printed as markdown:
    `dag`) and vLLM ``run_many`` (`request`). vLLM's tokens are checked equal to local
    `request`'s.
 
-vLLM in process sets torch to one thread for serving (its default; it says so in its log),
-so every local figure is taken first, with torch's own thread count, and the thread counts
-are printed.
+vLLM in process may lower torch's thread count for serving (its log says when it does), so
+every local figure is taken first, with torch's own thread count, and both counts are printed.
 """
 
 from __future__ import annotations
@@ -41,9 +40,14 @@ from medverse_lab.questions import format_question  # noqa: E402
 PLAN = plan_of(6)
 
 
-def phase2(engine, mode, kw, repeats) -> tuple[float, ml.Run]:
-    runs = [engine.run(QUESTION, mode=mode, plan=PLAN, **kw) for _ in range(repeats + 1)][1:]  # first warms up
-    return statistics.median(r.timings["steps"] for r in runs), runs[-1]
+def phase2(engine, modes, kw, repeats) -> dict[str, tuple[float, ml.Run]]:
+    """Per mode: the median Phase II seconds and the last run; the modes interleaved, so
+    drift on a shared machine hits each alike (the first round warms up)."""
+    runs = {m: [] for m in modes}
+    for _ in range(repeats + 1):
+        for m in modes:
+            runs[m].append(engine.run(QUESTION, mode=m, plan=PLAN, **kw))
+    return {m: (statistics.median(r.timings["steps"] for r in rs[1:]), rs[-1]) for m, rs in runs.items()}
 
 
 def public_baseline(engine, run, step_tokens, repeats) -> float:
@@ -75,7 +79,7 @@ def throughput(engine, questions, mode, repeats=1) -> tuple[float, list]:
 
 
 def main(argv=None) -> None:
-    args = parser(__doc__.split("\n")[0], repeats=3).parse_args(argv)
+    args = parser(__doc__.split("\n")[0], repeats=5).parse_args(argv)
     kw = dict(temperature=0, max_step_tokens=args.step_tokens, max_conclusion_tokens=4)
     threads = torch.get_num_threads()
     bench = build("cpu")
@@ -84,8 +88,8 @@ def main(argv=None) -> None:
     local_teaching = ml.Engine.load(teaching)
 
     # ----- every local figure first (vLLM then takes torch to one thread) -----
-    dag_s, _ = phase2(bench, "dag", kw, args.repeats)
-    req_s, local_req = phase2(bench, "request", kw, args.repeats)
+    local = phase2(bench, ("dag", "request"), kw, args.repeats)
+    (dag_s, _), (req_s, local_req) = local["dag"], local["request"]
     qps_req, local_runs = throughput(local_teaching, questions, "request")
     qps_dag, _ = throughput(local_teaching, questions, "dag")
 
@@ -95,7 +99,7 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         vbench = ml.Engine.load(folder, backend="vllm")
         load_s = time.perf_counter() - t
-        vreq_s, vllm_req = phase2(vbench, "request", kw, args.repeats)
+        vreq_s, vllm_req = phase2(vbench, ("request",), kw, args.repeats)["request"]
         assert vllm_req.layout.token_ids == local_req.layout.token_ids, "vLLM decoded other tokens than local"
         public_s = public_baseline(vbench, local_req, args.step_tokens, args.repeats)
     vteaching = ml.Engine.load(teaching, backend="vllm")
