@@ -223,6 +223,8 @@ def test_eval_command_against_a_remote_vllm_serve(vllm_server, tmp_path):
     assert sorted(set(table["mode"])) == ["request", "sequential"] and table["error"].null_count() == 8
     bad = cli("eval", str(file), "--backend", "remote", "--url", vllm_server, "--modes", "dag")
     assert bad.returncode == 2 and "mode='request'" in bad.stderr
+    run = cli("run", QUESTIONS[0], "--backend", "remote", "--url", vllm_server, "--no-compare")
+    assert run.returncode == 0 and "Answer: " in run.stdout and " done: " in run.stdout, run.stderr[-2000:]
 
 
 def test_serve_command_on_vllm_keeps_the_api_and_its_checks(teaching):
