@@ -3,6 +3,8 @@ transformers models (Qwen2, Llama) built from small configs, and an engine on on
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,29 @@ def engine(tokenizer):
 def plan(example_text):
     """The example trace's plan: 5 steps, chunks [1,2,3] [4] [5]."""
     return ml.parse_trace(example_text).plan
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(proc, url: str, timeout: float) -> None:
+    """Wait until ``url`` answers 200; fail with the process's output if it exits first."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout or proc.stderr
+            pytest.fail(f"the server exited with {proc.returncode}: {out.read()[-3000:] if out else ''}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s")

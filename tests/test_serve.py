@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,11 @@ import pytest
 import medverse_lab as ml
 from medverse_lab.questions import format_question, load_questions
 
+from conftest import free_port, wait_for_http
+
 pytestmark = pytest.mark.slow
 CAP = 200  # max tokens per phase (the same caps for the run decoded alone)
 QUESTION = (Path(ml.__file__).parent / "examples" / "question.txt").read_text(encoding="utf-8").strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +31,7 @@ def server():
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "TQDM_DISABLE": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the server did not answer /health within 120 s")
+    wait_for_http(proc, f"{url}/health", 120)
     yield url
     proc.terminate()
     proc.wait(timeout=20)

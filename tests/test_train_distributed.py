@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,17 +17,12 @@ import medverse_lab as ml
 from medverse_lab.distributed import Job, shard
 from medverse_lab.train import TrainConfig, train
 
+from conftest import free_port
 from test_train import records_file
 
 SCRIPT = Path(__file__).with_name("ddp_train_script.py")
 sys.path.insert(0, str(SCRIPT.parent))
 from ddp_train_script import TINY  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 LAUNCHERS = {

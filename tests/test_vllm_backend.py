@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
+import sys
 
 import pytest
 
 try:
-    import vllm  # noqa: F401
+    import vllm as _vllm  # noqa: F401
 except ImportError as err:
     if os.environ.get("MEDVERSE_REQUIRE_VLLM") == "1":
         raise RuntimeError(f"MEDVERSE_REQUIRE_VLLM=1 but vLLM does not import: {err}") from err
@@ -33,6 +32,8 @@ from medverse_lab.curate import make_questions  # noqa: E402
 from medverse_lab.engine import Engine, PlanRejected, StepEnd, TokenEvent, default_model_path  # noqa: E402
 from medverse_lab.engine.vllm_backend import vllm_serve_command  # noqa: E402
 from medverse_lab.questions import format_question  # noqa: E402
+
+from conftest import free_port, wait_for_http  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -150,26 +151,12 @@ def vllm_server():
     path = default_model_path("request")
     if path is None:
         pytest.skip("the request teaching model is not shipped")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    cmd = vllm_serve_command(path, port)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(vllm_serve_command(path, port), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}: {proc.stderr.read()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("vllm serve did not answer within 600 s")
+    wait_for_http(proc, f"{url}/v1/models", 600)
     yield url
     proc.terminate()
     try:
@@ -196,8 +183,6 @@ def test_remote_vllm_serve_gives_the_same_tokens(teaching, vllm_server):
 
 # ----- the commands ----------------------------------------------------------------------------
 def cli(*args, timeout=600):
-    import sys
-
     return subprocess.run([sys.executable, "-m", "medverse_lab.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
 
@@ -231,24 +216,14 @@ def test_serve_command_on_vllm_keeps_the_api_and_its_checks(teaching):
     from openai import OpenAI
 
     local = teaching[0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     path = str(default_model_path("request"))
-    proc = subprocess.Popen([__import__("sys").executable, "-m", "medverse_lab.cli", "serve", "--model", path,
+    proc = subprocess.Popen([sys.executable, "-m", "medverse_lab.cli", "serve", "--model", path,
                              "--backend", "vllm", "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {proc.stdout.read()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_for_http(proc, f"{url}/health", 600)
         client = OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300)
         reply = client.chat.completions.create(model="m", temperature=0,
                                                messages=[{"role": "user", "content": QUESTIONS[2]}])

@@ -28,7 +28,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..engine.engine import check_engine_mode
 from ..engine.events import StepEnd
 from ..engine.run import TokenEvent
 from ..errors import PlanError
