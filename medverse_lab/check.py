@@ -141,6 +141,9 @@ def check_record(record, sample_id="?") -> list[dict]:
     if not isinstance(record, dict):
         return [_row(sample_id, "bad-record", f"expected a JSON object, got {type(record).__name__}")]
     text = assistant_text(record)
+    if text is None and ("question" in record or "Question" in record) and "options" in record:
+        return [_row(sample_id, "bad-record", "a multiple-choice question, not a MedVerse record: it has no "
+                     "reasoning to check; evaluate a model on it with `medverse-lab eval FILE`")]
     if text is None:
         return [_row(sample_id, "bad-record", "no assistant turn (expected 'messages' with an assistant "
                      "role, 'conversations', or a ChatML 'text')")]
@@ -212,6 +215,13 @@ def summary(problems, n_samples: int, show: int = 20) -> str:
     if bad:
         more = f" (and {len(bad) - show} more)" if len(bad) > show else ""
         lines.append(f"samples with errors: {', '.join(bad[:show])}{more}")
+    if problems.height:  # each problem's reason, as the table has it
+        lines.append("problems:")
+        for r in problems.head(show).iter_rows(named=True):
+            where = f" step {r['step']}" if r["step"] else ""
+            lines.append(f"  {r['sample_id']}{where}: {r['severity']} {r['kind']}: {r['message']}")
+        if problems.height > show:
+            lines.append(f"  ... and {problems.height - show} more (--out FILE writes them all)")
     return "\n".join(lines)
 
 

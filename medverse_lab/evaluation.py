@@ -83,21 +83,29 @@ def _row(q, mode: str, run) -> dict:
 
 
 def summarize(table: pl.DataFrame) -> pl.DataFrame:
-    """One row per mode: n, accuracy, plan_valid, mean steps/width/tokens, Phase II seconds,
-    and (with a ``sequential`` row) the Phase II speedup over ``sequential``."""
+    """One row per mode: ``n``, ``accuracy``, ``plan_valid``, ``fell_back`` (runs whose plan
+    failed validation and were decoded ``sequential`` instead), mean steps/width/tokens,
+    Phase II seconds, and (with ``sequential`` among the modes) ``phase2_speedup``: the
+    ``sequential`` Phase II time over this mode's, summed over the questions this mode
+    really decoded in parallel (``speedup_runs`` of them; a fallback is sequential decoding
+    and says nothing about the mode's speed). ``None`` when no run of the mode qualifies."""
     ok = table.filter(pl.col("error").is_null()) if "error" in table.columns else table
     summary = ok.group_by("mode", maintain_order=True).agg(
         pl.len().alias("n"),
         pl.col("correct").mean().alias("accuracy"),
         pl.col("plan_valid").mean().alias("plan_valid"),
+        (pl.col("decoded_mode") != pl.col("mode")).sum().alias("fell_back"),
         pl.col("steps").mean().alias("mean_steps"),
         pl.col("width").mean().alias("mean_width"),
         pl.col("tokens").mean().alias("mean_tokens"),
         pl.col("time_steps").sum().alias("steps_seconds"),
     )
     if "sequential" in summary["mode"].to_list():
-        seq = summary.filter(pl.col("mode") == "sequential")["steps_seconds"][0]
-        summary = summary.with_columns((seq / pl.col("steps_seconds")).alias("phase2_speedup"))
+        seq = ok.filter(pl.col("mode") == "sequential").select("question_id", pl.col("time_steps").alias("seq_s"))
+        parallel = ok.filter(pl.col("decoded_mode") == pl.col("mode")).join(seq, on="question_id")
+        speed = parallel.group_by("mode").agg((pl.col("seq_s").sum() / pl.col("time_steps").sum()).alias("phase2_speedup"),
+                                              pl.len().alias("speedup_runs"))
+        summary = summary.join(speed, on="mode", how="left", maintain_order="left")
     return summary
 
 
@@ -117,19 +125,28 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from .engine.cli import load_engine
+    from pathlib import Path
 
+    from .engine import check_engine_mode
+    from .engine.cli import load_engine
+    from .questions import load_questions
+
+    # everything that can be wrong with the arguments is found before the model loads
+    suffix = Path(args.out).suffix if args.out else None
+    writers = {".csv": "write_csv", ".parquet": "write_parquet", ".jsonl": "write_ndjson"}
+    if args.out and suffix not in writers:
+        raise ValueError(f"--out {args.out}: the table is written as .csv, .parquet or .jsonl")
+    for mode in (args.modes or "").split(","):
+        if mode:
+            check_engine_mode(mode)
+    questions = load_questions(args.file)
     engine = load_engine(args)
     modes = args.modes or ("dag,sequential" if engine.backend == "local" else "request,sequential")
-    table, summary = evaluate(engine, args.file, modes=tuple(modes.split(",")), n=args.n, seed=args.seed,
+    table, summary = evaluate(engine, questions, modes=tuple(modes.split(",")), n=args.n, seed=args.seed,
                               batch_size=args.batch_size)
     with pl.Config(tbl_cols=-1, tbl_width_chars=160):
         print(summary)
     if args.out:
-        writer = {".csv": table.write_csv, ".parquet": table.write_parquet, ".jsonl": table.write_ndjson}
-        suffix = args.out[args.out.rfind("."):]
-        if suffix not in writer:
-            raise ValueError(f"--out {args.out}: use .csv, .parquet or .jsonl")
-        writer[suffix](args.out)
+        getattr(table, writers[suffix])(args.out)
         print(f"wrote {len(table)} rows to {args.out}")
     return 0

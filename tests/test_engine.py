@@ -278,6 +278,23 @@ def test_stream_checks_arguments_at_the_call(engines):
 
 
 # ----- reproducible sampling ------------------------------------------------------------------
+def test_runs_sample_as_the_model_s_generation_config_says_unless_told(tokenizer, plan):
+    model = tiny_model("qwen2", len(tokenizer))
+    greedy = Engine(model, tokenizer)  # a config that does not sample: greedy
+    assert greedy.sampling == {"temperature": 0.0, "top_p": 1.0}
+    run = greedy.run(Q, plan=plan, **KW)
+    assert run.settings["temperature"] == 0.0 and run.layout.token_ids == greedy.run(Q, plan=plan, temperature=0,
+                                                                                       **KW).layout.token_ids
+    model.generation_config.do_sample, model.generation_config.temperature = True, 0.9
+    model.generation_config.top_p = 0.8
+    sampling = Engine(model, tokenizer)
+    assert sampling.sampling == {"temperature": 0.9, "top_p": 0.8}
+    settings = sampling.run(Q, plan=plan, **KW).settings
+    assert (settings["temperature"], settings["top_p"]) == (0.9, 0.8)
+    assert sampling.run(Q, plan=plan, temperature=0, **KW).settings["temperature"] == 0.0  # told: as told
+
+
+
 def test_same_seed_same_run_different_seeds_differ(engines, plan):
     engine = engines()
     kw = dict(mode="dag", plan=plan, temperature=1.0, top_p=0.95, max_step_tokens=8, max_conclusion_tokens=8)

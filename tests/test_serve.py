@@ -58,19 +58,31 @@ def completion_of(engine, run) -> str:
     return engine.decode(run.layout.base.token_ids[len(engine.encode(run.prompt)):])
 
 
+def chat_turn_of(engine, run) -> str:
+    """A chat reply: the whole assistant turn, ``<Think>`` (the prompt's last line) to ``</Think>``."""
+    return "<Think>\n" + completion_of(engine, run)
+
+
 # ----- the OpenAI shapes -----------------------------------------------------------------------
 def test_chat_completion_with_the_openai_client(client, engine):
     reply = client.chat.completions.create(model="medverse-teaching-model", temperature=0, max_tokens=CAP,
                                            messages=[{"role": "user", "content": QUESTION}])
     run = alone(engine, QUESTION)
     text = reply.choices[0].message.content
-    assert text == completion_of(engine, run)
-    trace = ml.parse_trace("<Think>\n" + text)  # the plan, steps and answer, as MedVerse text
+    assert text == chat_turn_of(engine, run)
+    assert text.startswith("<Think>\n") and text.rstrip().endswith("</Think>")  # balanced
+    trace = ml.parse_trace(text)  # the plan, steps and answer, as MedVerse text
     mv = reply.model_extra["medverse"]
     assert mv["steps"] == run.steps == trace.step_texts and mv["answer"] == run.answer
     assert mv["plan"] == [{"id": s.id, "description": s.description, "deps": list(s.deps)} for s in run.plan.steps]
     assert mv["mode"] == "dag" and set(mv["timings"]) == {"prefill", "plan", "steps", "conclusion", "total"}
     assert reply.usage.completion_tokens == run.layout.T - len(engine.encode(run.prompt))
+
+
+def test_a_request_without_temperature_samples_as_the_model_says(client, engine):
+    assert engine.sampling["temperature"] == 0.0  # the teaching model's generation config: greedy
+    reply = client.chat.completions.create(model="m", max_tokens=CAP, messages=[{"role": "user", "content": QUESTION}])
+    assert reply.choices[0].message.content == chat_turn_of(engine, alone(engine, QUESTION))
 
 
 def test_chat_stream_sends_the_turn_in_order_and_branch_tokens_live(client, engine):
@@ -79,7 +91,7 @@ def test_chat_stream_sends_the_turn_in_order_and_branch_tokens_live(client, engi
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     run = alone(engine, QUESTION)
-    assert text == completion_of(engine, run)  # concatenated deltas are the whole turn, in plan order
+    assert text == chat_turn_of(engine, run)  # concatenated deltas are the whole turn, in plan order
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert chunks[-1].model_extra["medverse"]["summary"]["steps"] == run.steps
     # while Phase II runs, one chunk carries tokens of several steps (decoded in one forward)
@@ -107,7 +119,7 @@ def test_a_plan_and_mode_in_the_body(client, engine, mode):
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     run = alone(engine, QUESTION, mode=mode, plan=plan)
     # request: step 2's request repeats step 1's block; the stream sends each block once
-    assert text == completion_of(engine, run) and run.plan.ids == ["1", "2"]
+    assert text == chat_turn_of(engine, run) and run.plan.ids == ["1", "2"]
     assert chunks[-1].model_extra["medverse"]["summary"]["mode"] == mode
 
 
@@ -155,7 +167,7 @@ def test_32_concurrent_clients_each_get_their_own_answer(server, engine):
     assert after["max_batch_seen"] == 8  # requests shared the batched decoder, eight at a time
     for q, reply in zip(questions, replies):
         run = alone(engine, q)
-        assert reply["choices"][0]["message"]["content"] == completion_of(engine, run), q[:60]
+        assert reply["choices"][0]["message"]["content"] == chat_turn_of(engine, run), q[:60]
         assert reply["medverse"]["steps"] == run.steps and reply["medverse"]["answer"] == run.answer
     assert after["finished"] - before["finished"] == 32
     print(f"32 concurrent requests in {wall:.1f} s")

@@ -228,7 +228,8 @@ def test_serve_command_on_vllm_keeps_the_api_and_its_checks(teaching):
         reply = client.chat.completions.create(model="m", temperature=0,
                                                messages=[{"role": "user", "content": QUESTIONS[2]}])
         run = local.run(QUESTIONS[2], **GREEDY)
-        assert reply.choices[0].message.content == local.decode(run.layout.base.token_ids[len(local.encode(run.prompt)):])
+        turn = "<Think>\n" + local.decode(run.layout.base.token_ids[len(local.encode(run.prompt)):])
+        assert reply.choices[0].message.content == turn
         assert reply.model_extra["medverse"]["mode"] == "request"
         stream = client.chat.completions.create(model="m", temperature=0, stream=True,
                                                 messages=[{"role": "user", "content": QUESTIONS[2]}])

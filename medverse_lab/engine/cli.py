@@ -3,6 +3,7 @@ each step as it finishes, the answer, and the Phase II speedup over ``sequential
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ def add_engine_arguments(parser, remote: bool = True) -> None:
     :func:`load_engine` reads."""
     parser.add_argument("--model", help="a checkpoint folder (default: the embedded teaching model; with "
                         "--backend remote: the served model's id, by default the server's first)")
-    parser.add_argument("--device")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when present, else cpu)")
     kinds = "local, vllm or remote" if remote else "local or vllm"
     parser.add_argument("--backend", default="local", choices=("local", "vllm", "remote")[:3 if remote else 2],
                         help=f"what computes the tokens: {kinds} (default local; vllm and remote decode the "
@@ -43,25 +44,40 @@ def load_engine(args):
     return Engine.load(args.model, device=args.device)
 
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("question", nargs="?", help="the question text, options included ('A. ...' lines); "
                         "default: a shipped held-out synthetic question")
     add_engine_arguments(parser)
     parser.add_argument("--mode", help="dag, layered, speculative, sequential or request (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    parser.add_argument("--temperature", type=float, help="0 is greedy (default: the model's generation config; "
+                        "greedy for the teaching models)")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the sequential rerun that measures the speedup")
 
 
-def main(args) -> int:
-    from . import PhaseStart, StepEnd, TokenEvent
+def has_options(question: str) -> bool:
+    """Whether ``question`` lists options ``A.`` and ``B.`` (or ``A)``, ``B)``), on their own
+    lines or inline."""
+    return all(re.search(rf"(^|\s){x}[.)]\s", question) for x in "AB")
 
+
+def main(args) -> int:
+    from . import PhaseStart, StepEnd, TokenEvent, check_engine_mode
+
+    if args.mode is not None:
+        check_engine_mode(args.mode)  # before the model loads
+    example = args.question is None
+    if example:
+        args.question = EXAMPLE.read_text(encoding="utf-8").strip()
+    elif not has_options(args.question):
+        raise ValueError("the question lists no options ('A. ...', 'B. ...'): the model answers multiple-choice "
+                         "questions with an option letter, so give it the options, one per line or inline")
     engine = load_engine(args)
     out = sys.stdout
     print(f"{engine}\n", file=out)
-    if args.question is None:
-        args.question = EXAMPLE.read_text(encoding="utf-8").strip()
+    if example:
         print(f"Question (a held-out synthetic example):\n{args.question}\n", file=out)
     stream = engine.stream(args.question, mode=args.mode, seed=args.seed, temperature=args.temperature)
     pieces: dict[str, list[str]] = {}

@@ -102,10 +102,13 @@ class Engine:
         self.device, self.dtype = p.device, p.dtype
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._setup(tokenizer, cfg, system_prompt, "local", None)
+        self._setup(tokenizer, cfg, system_prompt, "local", None, getattr(model, "generation_config", None))
 
-    def _setup(self, tokenizer, config, system_prompt, backend: str, compute) -> None:
+    def _setup(self, tokenizer, config, system_prompt, backend: str, compute, generation_config=None) -> None:
         self.tokenizer, self.config = tokenizer, config
+        #: what a run samples with when not told (the model's generation config): its
+        #: temperature and top_p when it samples (``do_sample``), else greedy
+        self.sampling = sampling_defaults(generation_config)
         self.system_prompt = system_prompt if system_prompt is not None else \
             getattr(config, "medverse_system_prompt", SYSTEM_PROMPT)
         self.ids = TokenIds.of(tokenizer, self.encode)
@@ -120,7 +123,7 @@ class Engine:
         self.compute = compute
 
     @classmethod
-    def _stock(cls, tokenizer, config, backend: str, compute, system_prompt=None) -> "Engine":
+    def _stock(cls, tokenizer, config, backend: str, compute, system_prompt=None, folder=None) -> "Engine":
         """An engine whose tokens a stock serving engine computes (no model here)."""
         vocab = tokenizer.get_vocab()
         missing = [t for t in TAGS if t not in vocab]
@@ -129,7 +132,12 @@ class Engine:
                              "tokenizer, and a served model cannot be given new tags")
         e = cls.__new__(cls)
         e.model, e.device, e.dtype, e.cache_kw = None, torch.device("cpu"), torch.float32, None
-        e._setup(tokenizer, config, system_prompt, backend, compute)
+        generation = None
+        if folder is not None and (Path(folder) / "generation_config.json").is_file():
+            from transformers import GenerationConfig
+
+            generation = GenerationConfig.from_pretrained(folder, local_files_only=True)
+        e._setup(tokenizer, config, system_prompt, backend, compute, generation)
         return e
 
     # ----- loading -----------------------------------------------------------------------
@@ -178,7 +186,7 @@ class Engine:
                                     "from safetensors (convert with model.save_pretrained(..., safe_serialization=True))")
         if backend == "vllm":
             return cls._load_vllm(path, dtype, trust_remote_code, system_prompt, vllm_options)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = check_device(device)
         if dtype is not None:
             dtype = to_dtype(dtype)
         else:
@@ -190,10 +198,18 @@ class Engine:
                                                            trust_remote_code=trust_remote_code), "dtype", None)
                 saved = getattr(torch, saved) if isinstance(saved, str) else saved
                 dtype = saved if saved in (torch.float16, torch.bfloat16) else torch.float32
+        from transformers.utils import logging as hf_logging
+
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation)
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in notebooks and the CLI
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
+                attn_implementation=attn_implementation)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         return cls(model.to(device), tokenizer, add_tags=add_tags, system_prompt=system_prompt)
 
     @classmethod
@@ -206,7 +222,7 @@ class Engine:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         dtype = str(to_dtype(dtype)).removeprefix("torch.") if dtype is not None else "float32"
         compute = VllmBackend(path, dtype=dtype, trust_remote_code=trust_remote_code, **vllm_options)
-        return cls._stock(tokenizer, config, "vllm", compute, system_prompt)
+        return cls._stock(tokenizer, config, "vllm", compute, system_prompt, folder=path)
 
     @classmethod
     def remote(cls, base_url: str, model: str | None = None, api_key: str | None = None, *, tokenizer=None,
@@ -238,6 +254,7 @@ class Engine:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             if (folder / "config.json").is_file():
                 config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            return cls._stock(tokenizer, config, "remote", compute, system_prompt, folder=folder)
         return cls._stock(tokenizer, config, "remote", compute, system_prompt)
 
     # ----- text helpers --------------------------------------------------------------------
@@ -274,7 +291,7 @@ class Engine:
 
     # ----- running -----------------------------------------------------------------------
     def run(self, question: str, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
-            temperature: float = 0.7, top_p: float = 0.95, max_plan_tokens: int = 512, max_step_tokens: int = 256,
+            temperature: float | None = None, top_p: float | None = None, max_plan_tokens: int = 512, max_step_tokens: int = 256,
             max_conclusion_tokens: int = 256, on_token=None) -> Run:
         """Answer ``question``: plan (or force ``plan``), decode the steps by ``mode``, conclude.
 
@@ -284,7 +301,8 @@ class Engine:
         ``dag`` but each step reads its ancestors' blocks again as its own request, as a
         stock serving engine decodes it (``run.layout`` is then the request layout). ``plan`` (a :class:`Plan` or
         outline text) is validated and forced instead of Phase I. ``temperature=0`` is
-        greedy; ``seed`` fixes sampling. A step ends at ``</Step>`` or after
+        greedy; ``temperature`` and ``top_p`` default to the model's generation config
+        (``engine.sampling``: greedy for the teaching models); ``seed`` fixes sampling. A step ends at ``</Step>`` or after
         ``max_step_tokens`` body tokens (then ``</Step>`` is forced and ``run.events`` says
         so). A model-written plan that fails validation does not stop the run: it continues
         ``sequential`` with the PlanError in ``run.events``. ``on_token(TokenEvent)`` is
@@ -339,7 +357,7 @@ class Engine:
         return mode
 
     def decoder(self, question: str, *, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
-                temperature: float = 0.7, top_p: float = 0.95, max_plan_tokens: int = 512,
+                temperature: float | None = None, top_p: float | None = None, max_plan_tokens: int = 512,
                 max_step_tokens: int = 256, max_conclusion_tokens: int = 256, emit: bool = False,
                 prompt: str | None = None) -> Decoder:
         """A :class:`~medverse_lab.engine.decode.Decoder` for ``question`` with every
@@ -354,6 +372,8 @@ class Engine:
             if not isinstance(plan, Plan):
                 raise TypeError(f"plan must be an ml.Plan or outline text, not {type(plan).__name__}")
             plan.validate()
+        temperature = self.sampling["temperature"] if temperature is None else temperature
+        top_p = self.sampling["top_p"] if top_p is None else top_p
         settings = Settings.checked(seed=seed, temperature=temperature, top_p=top_p, max_plan_tokens=max_plan_tokens,
                                     max_step_tokens=max_step_tokens, max_conclusion_tokens=max_conclusion_tokens)
         if prompt is not None and not (isinstance(prompt, str) and prompt.endswith(THINK_PREFIX)):
@@ -427,6 +447,33 @@ class Engine:
 
             return RemoteExecutor(self)
         return Batch(self, cache)
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch device (default: CUDA when present, else CPU); a ``ValueError``
+    in one line for a name torch does not know or a GPU this machine does not have."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU torch can use (torch {torch.__version__}); "
+                         "use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use --device cpu")
+    return dev
+
+
+def sampling_defaults(generation_config) -> dict:
+    """``{"temperature", "top_p"}`` a run uses when not told: the generation config's when it
+    samples (``do_sample``), else greedy (temperature 0)."""
+    g = generation_config
+    if g is None or not getattr(g, "do_sample", False):
+        return {"temperature": 0.0, "top_p": 1.0}
+    return {"temperature": float(g.temperature if g.temperature is not None else 1.0),
+            "top_p": float(g.top_p if g.top_p is not None else 1.0)}
 
 
 def _drain(events, on_token) -> Run:

@@ -38,7 +38,13 @@ def main(args) -> int:
     from ..engine.decode import _positive_int
     from .worker import Worker
 
+    from ..engine import check_engine_mode
+
     _positive_int("--max-batch", args.max_batch)
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: not a TCP port number (1-65535)")
+    if args.mode is not None:
+        check_engine_mode(args.mode)  # before the model loads
     engine = load_engine(args)
     name = args.name or ("medverse-teaching-model" if args.model is None else None)
     worker = Worker(engine, max_batch=args.max_batch, thread=False)

@@ -54,8 +54,8 @@ class _Body(BaseModel):
 
 
 class SamplingParams(_Body):
-    temperature: float = Field(1.0, ge=0, le=100)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=100)  # None: the model's generation config
+    top_p: float | None = Field(None, gt=0, le=1)
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     stop: str | list[str] | None = None
     skip_special_tokens: bool = True
@@ -83,8 +83,8 @@ class Message(_Body):
 
 class _OpenAIBody(_Body):
     model: str | None = None
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=2)  # None: the model's generation config
+    top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     stop: str | list[str] | None = None
@@ -228,6 +228,8 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
         if run is None:
             return JSONResponse({}, status_code=499)
         text, reason, _ = _reply(engine, run, body.stop, False)
+        if kind == "chat":  # the whole assistant turn, <Think> ... </Think>, balanced (the prompt held its first line)
+            text = THINK_PREFIX + text
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
                   if kind == "chat" else {"index": 0, "text": text, "finish_reason": reason, "logprobs": None})
         n_prompt = _prompt_len(engine, run)
@@ -339,9 +341,10 @@ async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kin
         return "".join(out), tokens
 
     try:
+        sent = THINK_PREFIX if kind == "chat" else ""  # a chat reply is the whole turn, <Think> ... </Think>
         if d.given_plan is not None:  # a given plan is prefilled with the prompt, not decoded: send it first
             tags = engine.tags
-            sent = engine.decode([tags["<Plan>"], *engine.encode(f"\n{d.given_plan.to_outline()}\n"),
+            sent += engine.decode([tags["<Plan>"], *engine.encode(f"\n{d.given_plan.to_outline()}\n"),
                                   tags["</Plan>"], *engine.ids.exec_line])
         if kind == "chat" or sent:
             yield chunk(sent, role=kind == "chat")

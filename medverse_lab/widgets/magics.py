@@ -1,6 +1,6 @@
 """IPython magics: ``%load_ext medverse_lab`` registers them.
 
-- ``%medverse run "QUESTION" [--mode dag] [--seed 0] [--temperature 0.7]
+- ``%medverse run "QUESTION" [--mode dag] [--seed 0] [--temperature T]
   [--max-step-tokens 64] [--engine NAME] [--plan NAME]`` runs the question in the
   background and shows a :class:`RunViewer` (``--engine`` names a notebook variable; by
   default the variable ``engine`` if it holds an Engine, else the embedded model).
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--mode", choices=list(ENGINE_MODES), default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, help="default: the model's generation config")
     p.add_argument("--max-step-tokens", type=int, default=64)
     p.add_argument("--engine", default=None)
     p.add_argument("--plan", default=None)
@@ -80,7 +80,9 @@ class MedverseMagics(Magics):
             return None
         viewer = RunViewer(engine, question=args.question, plan=plan)
         viewer.mode = args.mode or viewer.mode
-        viewer.seed, viewer.temperature, viewer.max_step_tokens = args.seed, args.temperature, args.max_step_tokens
+        viewer.seed, viewer.max_step_tokens = args.seed, args.max_step_tokens
+        if args.temperature is not None:
+            viewer.temperature = args.temperature
         viewer.submit()
         return viewer
 

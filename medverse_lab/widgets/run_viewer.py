@@ -186,6 +186,7 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
                 self.modes = list(EXACT_MODES)
             default = getattr(engine, "default_mode", "dag")
             self.mode = default if default in self.modes else self.modes[0]
+            self.temperature = getattr(engine, "sampling", {}).get("temperature", self.temperature)
         if run is not None:
             self._add(run, {"kind": "run"}, parent=None)
         self.observe(self._on_current, names="current")
