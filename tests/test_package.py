@@ -51,3 +51,15 @@ def test_importing_submodules_first_does_not_hide_a_public_name():
             "print([n for n in ml.__all__ if isinstance(getattr(ml, n), types.ModuleType)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "['curate', 'records', 'workshop']"
+
+
+def test_the_readme_library_snippet_runs_as_written():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The library in five lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["net"].frontier() == ["1", "2", "3"] and scope["mask"].shape[0] == scope["layout"].T
