@@ -127,3 +127,15 @@ def test_eval_prints_how_many_runs_fell_back(tmp_path):
     out = run("eval", str(write_questions(tmp_path / "q.jsonl")), "--modes", "dag,sequential")
     assert out.returncode == 0, out.stderr
     assert "fell_back" in out.stdout and "phase2_speedup" in out.stdout and "Loading weights" not in out.stdout + out.stderr
+
+
+def test_run_flags_a_rejected_plan_and_forced_closes(tmp_path, tokenizer):
+    from conftest import tiny_model
+
+    tiny_model("qwen2", len(tokenizer)).save_pretrained(tmp_path)  # random: its plan does not validate
+    tokenizer.save_pretrained(tmp_path)
+    out = run("run", "Chest pain: next step? A. aspirin B. PCI", "--model", str(tmp_path), "--no-compare")
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stdout.splitlines() if line.startswith("Warning: ")]
+    assert any("the model's plan did not validate" in w and "decoded sequential" in w for w in warnings)
+    assert any("closed by the engine" in w or "no answer" in w for w in warnings)

@@ -11,7 +11,7 @@ import medverse_lab as ml
 from medverse_lab.widgets.run_viewer import RunViewer, run_summary, word_diff
 from conftest import QUESTION as Q
 
-KW = dict(max_step_tokens=6, max_conclusion_tokens=5)
+KW = dict(max_step_tokens=6, max_conclusion_tokens=5, temperature=0.7)  # sampled, as these runs were written
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_rerun_with_text_diffs_the_step_and_keeps_the_history(engine, plan):
 
 
 def test_rerun_with_a_seed_from_the_view(engine, plan):
-    viewer = RunViewer(engine, engine.run(Q, mode="dag", plan=plan, seed=0, temperature=1.0, **KW))
+    viewer = RunViewer(engine, engine.run(Q, mode="dag", plan=plan, seed=0, **{**KW, "temperature": 1.0}))
     viewer._on_frontend_msg(viewer, {"type": "rerun", "step": "4", "seed": "7"}, [])
     viewer.wait(timeout=120)
     assert viewer.run.seed == 7 and viewer.history[-1]["seed"] == 7

@@ -100,6 +100,8 @@ def main(args) -> int:
               file=out)
     print(f"\nConclusion: {run.conclusion.strip()}", file=out)
     print(f"Answer: {run.answer or '(none)'}", file=out)
+    for warning in run.warnings:
+        print(f"Warning: {warning}", file=out)
     t = run.timings
     print(f"Mode {run.mode}: plan {t['plan']:.2f}s, steps {t['steps']:.2f}s, conclusion {t['conclusion']:.2f}s",
           file=out)

@@ -181,6 +181,52 @@ class Run:
             out[branch] = (prefix + ids[:first], ids[first:last])
         return out
 
+    @property
+    def answer_note(self) -> str | None:
+        """Why there is no answer (``None`` when there is one): the engine closed the
+        conclusion (its token limit, or a stray tag), or it ended without naming an option
+        the way :attr:`answer` reads one."""
+        if self.answer is not None:
+            return None
+        close = next((e for e in self.forced_closes if e.branch == "conclusion"), None)
+        if close is not None and close.reason == "limit":
+            return (f"no answer: the conclusion reached its limit of {close.limit} tokens before it named an option "
+                    "(\"Answer: X\")")
+        if close is not None:
+            return "no answer: the model wrote a tag that cannot appear in a conclusion, so the engine closed it"
+        if not self.conclusion.strip():
+            return "no answer: the conclusion is empty"
+        return "no answer: the conclusion does not name an option as \"Answer: X\" (X a letter A-J)"
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of this run must not miss, one sentence each: the model's plan was
+        rejected (and what was decoded instead), a branch the engine closed itself, no
+        answer, or an answer that is not among the question's options."""
+        out = []
+        error = self.plan_error
+        if error is not None:
+            problems = [str(p) for p in getattr(error.error, "problems", ())] or [str(error.error)]
+            more = f"; {len(problems) - 1} more" if len(problems) > 1 else ""
+            out.append(f"the model's plan did not validate ({problems[0]}{more}): decoded {error.fallback} "
+                       f"with the salvaged plan instead of {error.requested_mode}")
+        for close in self.forced_closes:
+            what = "the plan" if close.branch == "prefix" else "the conclusion" if close.branch == "conclusion" \
+                else f"step {close.branch}"
+            why = f"reached its limit of {close.limit} tokens" if close.reason == "limit" else \
+                f"wrote {close.token!r}, a tag that cannot appear there"
+            if close.branch != "conclusion" or self.answer is not None:  # a closed conclusion: answer_note says it
+                out.append(f"{what} was closed by the engine: it {why}")
+        if self.answer is None:
+            out.append(self.answer_note)
+        else:
+            from ..questions import parse_user_turn
+
+            options = parse_user_turn(self.question)[1]
+            if options and self.answer not in options:
+                out.append(f"the answer {self.answer} is not one of the question's options ({', '.join(options)})")
+        return out
+
     # ----- events ----------------------------------------------------------------------
     @property
     def plan_error(self):

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:79b3b0bc229dd3daf3474f12015667dabfea3ada87026d270a382d4b0a6770d5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:55fde99b1307ec16140041fb9727b22f8b02851b31aa489d0e9d852bf9fcde5a */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

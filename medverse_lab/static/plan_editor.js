@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:79b3b0bc229dd3daf3474f12015667dabfea3ada87026d270a382d4b0a6770d5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:55fde99b1307ec16140041fb9727b22f8b02851b31aa489d0e9d852bf9fcde5a */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -80,8 +80,9 @@ function render({ model, el }) {
   const side = h("div", "mv-side");
   body.append(wrap, side);
   const status = h("div", "mv-status");
+  const warning = h("div", "mv-warning", null, { role: "alert" });
   const problemList = h("ul", "mv-problems");
-  root.append(toolbar, runBox, notice, body, status, problemList);
+  root.append(toolbar, runBox, notice, warning, body, status, problemList);
   el.append(root);
   const sideTitle = h("div", "mv-side-title");
   const idLabel = h("label", "mv-field", "Number");
@@ -283,6 +284,8 @@ function render({ model, el }) {
     runBtn.disabled = busy || errors.length > 0;
     if (document.activeElement !== questionInput) questionInput.value = model.get("question");
     notice.textContent = model.get("notice");
+    warning.textContent = model.get("warning");
+    warning.hidden = !model.get("warning");
   }
   const redraw = () => keepFocus(() => {
     drawNet();
@@ -301,6 +304,7 @@ function render({ model, el }) {
     "can_undo",
     "can_redo",
     "notice",
+    "warning",
     "busy",
     "has_engine",
     "question"

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:79b3b0bc229dd3daf3474f12015667dabfea3ada87026d270a382d4b0a6770d5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:55fde99b1307ec16140041fb9727b22f8b02851b31aa489d0e9d852bf9fcde5a */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -80,11 +80,12 @@ function render({ model, el }) {
   };
   controls.append(question, labelled("mode", mode), labelled("seed", seed), labelled("temperature", temp), runBtn);
   const notice = h("div", "mv-notice", null, { role: "status" });
+  const warnings = h("ul", "mv-warnings", null, { "aria-label": "warnings" });
   const summary = h("div", "mv-summary");
   const lanesBox = h("div", "mv-lanes");
   const detail = h("div", "mv-detail");
   const historyBox = h("div", "mv-history");
-  root.append(controls, notice, summary, lanesBox, detail, historyBox);
+  root.append(controls, notice, warnings, summary, lanesBox, detail, historyBox);
   el.append(root);
   const detailTitle = h("div", "mv-detail-title");
   const detailText = h("pre", "mv-text");
@@ -129,6 +130,10 @@ function render({ model, el }) {
   }
   function drawSummary() {
     const s = model.get("summary") || {};
+    const list = s.live ? [] : s.warnings || [];
+    warnings.replaceChildren(...list.map((w) => h("li", "", w)));
+    warnings.hidden = list.length === 0;
+    notice.classList.toggle("mv-warn", list.length > 0);
     if (s.live) {
       summary.textContent = `decoding… ${s.calls || 0} forward calls so far`;
       return;
@@ -205,6 +210,10 @@ function render({ model, el }) {
         "mv-chip"
       );
       b.setAttribute("aria-pressed", String(entry.index === current));
+      if (entry.warnings) {
+        b.classList.add("mv-warn");
+        b.title += `; ${entry.warnings} warning${entry.warnings === 1 ? "" : "s"}`;
+      }
       return b;
     }));
   }

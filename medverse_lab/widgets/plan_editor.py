@@ -111,6 +111,9 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
     selected = t.Unicode("").tag(sync=True)
     #: a one-line message for the user (why an edit was refused, run progress)
     notice = t.Unicode("").tag(sync=True)
+    #: what the plan shown does not say by itself, in the warning colour (e.g. it is what was
+    #: salvaged from a model-written plan that failed validation); "" for none
+    warning = t.Unicode("").tag(sync=True)
     has_engine = t.Bool(False).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
     question = t.Unicode("").tag(sync=True)

@@ -86,6 +86,7 @@ def run_summary(run) -> dict:
         "total_s": round(float(run.timings.get("total", 0.0)), 3),
         "backend": run.backend,
         "backend_note": backend_note(run),
+        "warnings": run.warnings,
     }
 
 
@@ -101,21 +102,19 @@ def backend_note(run) -> str | None:
     return None
 
 
+def outcome(run) -> str:
+    """The run in a few words, for a status line: its answer (or why none), and that it
+    was decoded ``sequential`` when the model's plan was rejected."""
+    text = f"answer {run.answer}" if run.answer else run.answer_note
+    error = run.plan_error
+    if error is not None:
+        text += f"; decoded {error.fallback}, not {error.requested_mode}: the model's plan did not validate"
+    return text
+
+
 def answer_note(run) -> str | None:
-    """Why ``run`` has no answer (``None`` when it has one): the engine closed the
-    conclusion (its token limit, or a stray tag; ``run.forced_closes``), or it ended
-    without naming an option the way :attr:`Run.answer` reads one."""
-    if run.answer is not None:
-        return None
-    close = next((e for e in run.forced_closes if e.branch == "conclusion"), None)
-    if close is not None and close.reason == "limit":
-        return (f"no answer: the conclusion reached its limit of {close.limit} tokens before it named an option "
-                "(\"Answer: X\")")
-    if close is not None:
-        return "no answer: the model wrote a tag that cannot appear in a conclusion, so the engine closed it"
-    if not run.conclusion.strip():
-        return "no answer: the conclusion is empty"
-    return "no answer: the conclusion does not name an option as \"Answer: X\" (X a letter A-J)"
+    """Why ``run`` has no answer (``None`` when it has one): :attr:`Run.answer_note`."""
+    return run.answer_note
 
 
 def word_diff(old: str, new: str) -> list[list[str]]:
@@ -207,14 +206,17 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             # the seed box shows the seed the run on display used, as its history chip does
             # (a rerun without a seed uses run.seed + generation + 1; a given run its own)
             self.seed = run.seed
+            if run.requested_mode in self.modes:  # so does the mode: the one asked (a fallback is in the warnings)
+                self.mode = run.requested_mode
 
     def _add(self, run, meta: dict, parent: int | None, diffs=None) -> None:
         self.runs.append(run)
         self._parents.append(parent)
         s = run_summary(run)
         entry = {"index": len(self.runs) - 1, "kind": meta.get("kind", "run"), "step": meta.get("step"),
-                 "seed": run.seed, "mode": run.mode, "answer": run.answer, "call_speedup": s["call_speedup"],
-                 "parent": parent}
+                 "seed": run.seed, "answer": run.answer, "call_speedup": s["call_speedup"], "parent": parent,
+                 "mode": run.mode if run.plan_error is None else f"{run.mode} (fallback from {run.requested_mode})",
+                 "warnings": len(s["warnings"])}
         self._adding = True
         try:
             with self.hold_sync():
@@ -230,6 +232,9 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             return
         parent = self._parents[self.current]
         self._show(run, self._diffs(self.runs[parent], run) if parent is not None else {})
+        entry = self.history[self.current]
+        what = "run" if entry["kind"] == "run" else f"rerun of step {entry['step']}"
+        self.notice = f"showing {what} #{self.current + 1}: {outcome(run)}"  # the notice follows the run shown
 
     # ----- decoding in the background --------------------------------------------------------
     def _start(self, target, *args) -> threading.Thread:
@@ -290,7 +295,7 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
         try:
             run = self.engine.run(question, on_token=self._streamer(lanes, order), **settings)
             self._add(run, {"kind": "run"}, parent=None)
-            self.notice = f"done: answer {run.answer}" if run.answer else f"done: {answer_note(run)}"
+            self.notice = f"done: {outcome(run)}"
         except Exception as exc:  # shown in the view; the notebook keeps going
             self.notice = f"run failed: {type(exc).__name__}: {exc}"
         finally:
@@ -319,7 +324,7 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             run = self.engine.rerun(base, step, seed=seed, text=text, on_token=self._rerun_streamer(lanes, order))
             self._add(run, {"kind": "rerun", "step": step}, parent=parent, diffs=self._diffs(base, run))
             self.selected = step
-            self.notice = f"rerun of step {step} done: " + (f"answer {run.answer}" if run.answer else answer_note(run))
+            self.notice = f"rerun of step {step} done: {outcome(run)}"
         except Exception as exc:
             self.notice = f"rerun failed: {type(exc).__name__}: {exc}"
         finally:

@@ -76,6 +76,10 @@ class Workbench(SavedPlaceholder, w.VBox):
             return
         if not self.use_plan.value and run.plan != self.editor.plan:
             self.editor.plan = run.plan
+        error = run.plan_error
+        self.editor.warning = "" if error is None or self.use_plan.value else (
+            f"The model's plan did not validate, so the run decoded {error.fallback} (not {error.requested_mode}) "
+            f"with this salvaged plan. The problems:\n" + "\n".join(f"- {p}" for p in error.error.problems))
         if self.inspector is None:
             self.inspector = MaskInspector(run)
             t.link((self.viewer, "selected"), (self.inspector, "selected"))

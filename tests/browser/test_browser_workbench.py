@@ -104,3 +104,53 @@ def test_magics_open_an_editor_a_run_viewer_and_show_plan_errors(notebook):
                            timeout=120_000)
     assert panel.locator(".mv-run-viewer .mv-lane").count() == 5  # plan, three steps, conclusion
     assert "bad-outline" in nb.run(3)
+
+
+FAILING = ENGINE + """\
+wb = ml.Workbench(engine)  # the random model writes its own plan: it does not validate
+wb.viewer.question = "Chest pain, ST elevation: next step? A. aspirin B. PCI"
+wb.viewer.max_step_tokens = 6
+wb"""
+FAILING_STATE = "print(json.dumps({'notice': wb.viewer.notice, 'warnings': wb.viewer.summary['warnings']}))"
+CHIPS = "document.querySelectorAll('.mv-run-viewer .mv-history .mv-chip').length === {}"
+
+
+def test_a_rejected_plan_and_its_fallback_are_shown_where_the_user_looks(notebook, artifacts):
+    nb = notebook([FAILING, FAILING_STATE])
+    nb.run(0)
+    panel, page = nb.panel, nb.page
+    viewer = panel.locator(".mv-run-viewer")
+    run = viewer.get_by_role("button", name="Run", exact=True)
+    run.click()
+    page.wait_for_function(CHIPS.format(1), timeout=120_000)
+    s = json.loads(nb.run(1).strip().splitlines()[-1])
+    notice = viewer.locator(".mv-notice")
+    assert notice.inner_text() == s["notice"] and "decoded sequential, not dag" in s["notice"]
+    assert "mv-warn" in notice.get_attribute("class")  # the warning colour, not the dim "done"
+    shown = viewer.locator(".mv-warnings li").all_inner_texts()
+    assert shown == s["warnings"] and any("did not validate" in w for w in shown)
+    assert any(w.startswith("no answer") or "closed by the engine" in w for w in shown)
+    assert viewer.locator("select.mv-mode").input_value() == "dag"  # what was asked; the fallback is said above
+    plan_warning = panel.locator(".mv-plan-editor .mv-warning")
+    assert plan_warning.is_visible() and "decoded sequential (not dag)" in plan_warning.inner_text()
+    assert "The problems:" in plan_warning.inner_text()
+    page.set_viewport_size({"width": 1400, "height": 2600})
+    try:
+        nb.screenshots(panel.locator(".mv-workbench"), artifacts / "workbench-plan-rejected")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+
+    # run the salvaged plan as given: no fallback now, and the notice says so
+    chip = viewer.locator(".mv-history .mv-chip").nth(0)
+    assert "sequential (fallback from dag)" in chip.inner_text() and "mv-warn" in chip.get_attribute("class")
+    panel.locator(".widget-checkbox input").check()
+    run.click()
+    page.wait_for_function(CHIPS.format(2), timeout=120_000)
+    page.wait_for_function("!document.querySelector('.mv-run-viewer .mv-notice').textContent.includes('decoded')")
+    assert not plan_warning.is_visible()
+    # back to the first run through its history chip: notice and warnings follow the run shown
+    chip.click()
+    page.wait_for_function("document.querySelector('.mv-run-viewer .mv-notice').textContent.startsWith('showing run #1')")
+    assert "decoded sequential, not dag" in notice.inner_text() and "mv-warn" in notice.get_attribute("class")
+    assert any("did not validate" in w for w in viewer.locator(".mv-warnings li").all_inner_texts())
+    assert page.js_errors == []

@@ -54,8 +54,9 @@ function render({ model, el }) {
   const side = h("div", "mv-side");
   body.append(wrap, side);
   const status = h("div", "mv-status");
+  const warning = h("div", "mv-warning", null, { role: "alert" });
   const problemList = h("ul", "mv-problems");
-  root.append(toolbar, runBox, notice, body, status, problemList);
+  root.append(toolbar, runBox, notice, warning, body, status, problemList);
   el.append(root);
 
   // ----- side panel: the selected step ------------------------------------------------
@@ -254,11 +255,13 @@ function render({ model, el }) {
     runBtn.disabled = busy || errors.length > 0;
     if (document.activeElement !== questionInput) questionInput.value = model.get("question");
     notice.textContent = model.get("notice");
+    warning.textContent = model.get("warning");
+    warning.hidden = !model.get("warning");
   }
 
   const redraw = () => keepFocus(() => { drawNet(); drawSide(); drawStatus(); });
   const traits = ["draft", "errors", "graph", "marking", "frontier", "fired", "running", "selected",
-    "can_undo", "can_redo", "notice", "busy", "has_engine", "question"];
+    "can_undo", "can_redo", "notice", "warning", "busy", "has_engine", "question"];
   for (const name of traits) model.on(`change:${name}`, redraw);
 
   svg.addEventListener("click", () => { if (!linking) select(""); });

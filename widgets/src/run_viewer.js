@@ -47,11 +47,12 @@ function render({ model, el }) {
   controls.append(question, labelled("mode", mode), labelled("seed", seed), labelled("temperature", temp), runBtn);
 
   const notice = h("div", "mv-notice", null, { role: "status" });
+  const warnings = h("ul", "mv-warnings", null, { "aria-label": "warnings" });
   const summary = h("div", "mv-summary");
   const lanesBox = h("div", "mv-lanes");
   const detail = h("div", "mv-detail");
   const historyBox = h("div", "mv-history");
-  root.append(controls, notice, summary, lanesBox, detail, historyBox);
+  root.append(controls, notice, warnings, summary, lanesBox, detail, historyBox);
   el.append(root);
 
   // ----- detail: the selected branch ---------------------------------------------------------
@@ -88,6 +89,11 @@ function render({ model, el }) {
 
   function drawSummary() {
     const s = model.get("summary") || {};
+    // what a reader must not miss (a rejected plan, a forced close, no answer), as text, in the warning colour
+    const list = s.live ? [] : (s.warnings || []);
+    warnings.replaceChildren(...list.map((w) => h("li", "", w)));
+    warnings.hidden = list.length === 0;
+    notice.classList.toggle("mv-warn", list.length > 0);
     if (s.live) { summary.textContent = `decoding… ${s.calls || 0} forward calls so far`; return; }
     if (s.call_speedup === undefined) { summary.textContent = "No run yet."; return; }
     const path = s.critical_path.join(" → ") || "none";
@@ -160,6 +166,10 @@ function render({ model, el }) {
         `seed ${entry.seed}: the seed this ${what} used; call speedup ${entry.call_speedup}x`,
         () => { model.set("current", entry.index); model.save_changes(); }, "mv-chip");
       b.setAttribute("aria-pressed", String(entry.index === current));
+      if (entry.warnings) {  // a run with warnings says so on its chip too
+        b.classList.add("mv-warn");
+        b.title += `; ${entry.warnings} warning${entry.warnings === 1 ? "" : "s"}`;
+      }
       return b;
     }));
   }
