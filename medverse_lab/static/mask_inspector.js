@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:55fde99b1307ec16140041fb9727b22f8b02851b31aa489d0e9d852bf9fcde5a */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:18ca44d089082f462a48d05e2393d25d4e430a9cb59ed89678efe9e12ffff780 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -71,6 +71,7 @@ function render({ model, el }) {
   let hover = null;
   let clicked = null;
   let drag = null;
+  let shownSegments = "";
   let frame = 0;
   const root = h("div", "mv-widget mv-mask-inspector");
   const controls = h("div", "mv-controls");
@@ -83,8 +84,12 @@ function render({ model, el }) {
   const zoomOutBtn = h("button", "mv-button mv-zoom-out", "−", { type: "button", title: "Zoom out", "aria-label": "zoom out" });
   const zoomInBtn = h("button", "mv-button mv-zoom-in", "+", { type: "button", title: "Zoom in", "aria-label": "zoom in" });
   const resetBtn = h("button", "mv-button", "Reset zoom", { type: "button", title: "Show the whole mask" });
+  const stepsBtn = h("button", "mv-button mv-steps-only", "Steps only", {
+    type: "button",
+    title: "Show the rows and columns from the end of the prefix on (the steps and the conclusion): in a real run the prompt and plan can fill most of the matrix. The steps still see the prefix; Reset zoom shows it."
+  });
   const zoomHint = h("span", "mv-hint", "Ctrl/⌘ + wheel zooms, drag pans");
-  controls.append(modeLabel, diffLabel, zoomOutBtn, zoomInBtn, resetBtn, zoomHint);
+  controls.append(modeLabel, diffLabel, zoomOutBtn, zoomInBtn, resetBtn, stepsBtn, zoomHint);
   const caption = h("div", "mv-caption");
   const legend = h("div", "mv-legend");
   const stage = h("div", "mv-stage");
@@ -129,12 +134,16 @@ function render({ model, el }) {
     diffPos = int32s(model.get("diff_positions"));
     branchOf = new Int32Array(T);
     model.get("segments").forEach((seg, j) => branchOf.fill(j, seg.start, seg.stop));
-    if (T !== view.T || view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) {
+    const segsKey = JSON.stringify(model.get("segments"));
+    if (segsKey !== shownSegments || T !== view.T || view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) {
       view = { r0: 0, c0: 0, n: T, T };
+      clicked = null;
     }
+    shownSegments = segsKey;
     size();
   }
   const segOf = (i) => model.get("segments")[branchOf[i]];
+  const prefixEnd = () => (model.get("segments").find((sg) => sg.branch === "prefix") || { stop: 0 }).stop;
   function segColor(j, segs) {
     const b = segs[j].branch;
     if (b === "prefix") return cssVar(root, "--jp-layout-color3", "#999");
@@ -308,6 +317,7 @@ function render({ model, el }) {
     for (const [values, fixed] of series) {
       ctx.globalAlpha = fixed ? 0.75 : 1;
       for (let x = 0; x < d; x++) {
+        if (fixed && x % 6 >= 3) continue;
         const i0 = view.c0 + Math.floor(x / scale);
         const i1 = Math.max(i0 + 1, view.c0 + Math.floor((x + 1) / scale));
         let lo = Infinity;
@@ -408,7 +418,8 @@ function render({ model, el }) {
     let where = seg.branch === "prefix" || seg.branch === "conclusion" ? seg.branch : `step ${seg.branch}`;
     const rep = (seg.repeats || []).find((r) => r.start <= i && i < r.stop);
     if (rep) where += `, repeating step ${rep.step}`;
-    const alt = diffPos.length ? `/${fmt(diffPos[i])}` : "";
+    const mode = model.get("mode");
+    const alt = diffPos.length ? ` in ${mode}, ${fmt(diffPos[i])} in ${model.get("diff_mode")}` : "";
     return `${fmt(i)} (${where}, pos ${fmt(pos[i])}${alt})${tokenText(i)}`;
   };
   function showHover() {
@@ -481,7 +492,20 @@ function render({ model, el }) {
         sw(`only ${diffMode}`, "var(--jp-error-color1, #d32f2f)")
       );
     }
-    legend.replaceChildren(...items);
+    items.push(
+      sw("prefix band", cssVar(root, "--jp-layout-color3", "#999")),
+      sw("step bands (a colour each)", STEP_COLORS[0]),
+      sw("conclusion band", cssVar(root, "--jp-ui-font-color2", "#555"))
+    );
+    const strip = h(
+      "span",
+      "mv-legend-strip",
+      `pos strip: each token's position id in ${mode}, coloured by its segment` + (diffMode ? `; dashed red: in ${diffMode}` : "")
+    );
+    legend.replaceChildren(...items, strip);
+    root.dataset.marker = clicked ? `${clicked.q},${clicked.k}` : "";
+    const p = prefixEnd();
+    stepsBtn.disabled = p <= 0 || T - p < Math.min(MIN_VIEW, T) || view.r0 === p && view.c0 === p && view.n === T - p;
     resetBtn.disabled = zoomOutBtn.disabled = view.n >= T;
     zoomInBtn.disabled = view.n <= Math.min(MIN_VIEW, T);
     notice.textContent = model.get("notice");
@@ -539,6 +563,7 @@ function render({ model, el }) {
     if (!inMatrix(x, y)) return;
     clicked = { q: toRow(y - BAND), k: toCol(x - BAND) };
     model.send({ type: "explain", q: clicked.q, k: clicked.k });
+    root.dataset.marker = `${clicked.q},${clicked.k}`;
     scheduleOverlay();
   });
   const clamp = (v, n) => Math.max(0, Math.min(T - n, v));
@@ -566,6 +591,13 @@ function render({ model, el }) {
     scheduleOverlay();
   };
   overlay.addEventListener("dblclick", reset);
+  stepsBtn.addEventListener("click", () => {
+    const p = prefixEnd();
+    view = { r0: p, c0: p, n: T - p, T };
+    draw();
+    showControls();
+    scheduleOverlay();
+  });
   resetBtn.addEventListener("click", reset);
   zoomInBtn.addEventListener("click", () => zoom(0.5));
   zoomOutBtn.addEventListener("click", () => zoom(2));
@@ -588,6 +620,12 @@ function render({ model, el }) {
   const textTraits = ["mode", "diff_mode", "diff_count", "notice", "run_mode", "modes"];
   for (const name of dataTraits) model.on(`change:${name}`, onData);
   for (const name of textTraits) model.on(`change:${name}`, showControls);
+  const clearMarker = () => {
+    clicked = null;
+    showControls();
+    scheduleOverlay();
+  };
+  model.on("change:mode", clearMarker);
   model.on("change:explanation", showExplanation);
   model.on("change:selected", scheduleOverlay);
   const themeWatch = new MutationObserver(() => {
@@ -603,6 +641,7 @@ function render({ model, el }) {
     themeWatch.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, onData);
     for (const name of textTraits) model.off(`change:${name}`, showControls);
+    model.off("change:mode", clearMarker);
     model.off("change:explanation", showExplanation);
     model.off("change:selected", scheduleOverlay);
     if (frame) cancelAnimationFrame(frame);

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:55fde99b1307ec16140041fb9727b22f8b02851b31aa489d0e9d852bf9fcde5a */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:18ca44d089082f462a48d05e2393d25d4e430a9cb59ed89678efe9e12ffff780 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";

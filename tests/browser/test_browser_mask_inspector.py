@@ -309,3 +309,46 @@ def test_token_text_is_shown_literally_in_two_views(notebook):
     nb.page.wait_for_timeout(300)
     assert nb.page.evaluate("window.__pwned") is None
     assert json.loads(nb.run(1).strip())["k_text"].startswith("<img")
+
+
+NEXT = """\
+other = ml.Layout.from_plan(plan, prefix_len=6, step_lens={"1": 2, "2": 3, "3": 2, "4": 2, "5": 3},
+                            conclusion_len=4, separator_lens=1)
+mi.show(other)  # another record: the same T, other segments"""
+
+
+def test_zoom_resets_on_a_new_mask_steps_only_legend_and_marker(notebook, artifacts):
+    nb = notebook([SETUP, NEXT])
+    nb.run(0)
+    page = nb.page
+    view = nb.panel.locator(".mv-mask-inspector")
+    view.locator("canvas.mv-matrix").wait_for()
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.draws >= 1")
+    caption = view.locator(".mv-caption")
+    legend = view.locator(".mv-legend").inner_text()
+    assert "prefix band" in legend and "step bands" in legend and "conclusion band" in legend
+    assert "pos strip: each token's position id in layered" in legend and "dashed red: in medverse-sft" in legend
+    box = view.locator("canvas.mv-overlay").bounding_box()
+    x, y = cell_xy(8, 6)
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    assert "pos 5 in layered, 5 in medverse-sft" in view.locator(".mv-hover").inner_text()  # both modes named
+
+    # steps only: rows and columns from the prefix end (4) on
+    view.get_by_role("button", name="Steps only").click()
+    assert "Zoom: rows 4–21, columns 4–21." in caption.inner_text()
+    assert view.get_by_role("button", name="Steps only").is_disabled()
+    nb.screenshots(view, artifacts / "mask_inspector-steps-only")
+
+    # a new mask of the same size (another record) is shown whole, not through the old zoom
+    nb.run(1)
+    page.wait_for_function("!document.querySelector('.mv-mask-inspector .mv-caption').textContent.includes('Zoom:')")
+    assert view.get_by_role("button", name="Reset zoom").is_disabled()
+
+    # a click marks a cell; another mode clears the mark (the cell means another thing there)
+    view.locator("canvas.mv-overlay").scroll_into_view_if_needed()
+    box = view.locator("canvas.mv-overlay").bounding_box()  # the page moved when the cell ran
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.marker === '8,6'")
+    view.locator("select.mv-mode").select_option("dag")
+    page.wait_for_function("document.querySelector('.mv-mask-inspector').dataset.marker === ''")
+    assert page.js_errors == []

@@ -60,6 +60,7 @@ function render({ model, el }) {
   let hover = null; // {q, k} or {i} on the strip
   let clicked = null;
   let drag = null;
+  let shownSegments = "";
   let frame = 0;
 
   const root = h("div", "mv-widget mv-mask-inspector");
@@ -73,8 +74,11 @@ function render({ model, el }) {
   const zoomOutBtn = h("button", "mv-button mv-zoom-out", "−", { type: "button", title: "Zoom out", "aria-label": "zoom out" });
   const zoomInBtn = h("button", "mv-button mv-zoom-in", "+", { type: "button", title: "Zoom in", "aria-label": "zoom in" });
   const resetBtn = h("button", "mv-button", "Reset zoom", { type: "button", title: "Show the whole mask" });
+  const stepsBtn = h("button", "mv-button mv-steps-only", "Steps only", { type: "button",
+    title: "Show the rows and columns from the end of the prefix on (the steps and the conclusion): in a real run "
+      + "the prompt and plan can fill most of the matrix. The steps still see the prefix; Reset zoom shows it." });
   const zoomHint = h("span", "mv-hint", "Ctrl/⌘ + wheel zooms, drag pans");
-  controls.append(modeLabel, diffLabel, zoomOutBtn, zoomInBtn, resetBtn, zoomHint);
+  controls.append(modeLabel, diffLabel, zoomOutBtn, zoomInBtn, resetBtn, stepsBtn, zoomHint);
   const caption = h("div", "mv-caption");
   const legend = h("div", "mv-legend");
   const stage = h("div", "mv-stage");
@@ -123,13 +127,18 @@ function render({ model, el }) {
     diffPos = int32s(model.get("diff_positions"));
     branchOf = new Int32Array(T);
     model.get("segments").forEach((seg, j) => branchOf.fill(j, seg.start, seg.stop));
-    // another matrix (a new run, or request's longer layout): show it whole
-    if (T !== view.T || view.n > T || view.n === 0 || view.r0 + view.n > T || view.c0 + view.n > T) {
+    // another matrix (a new run or record, or request's longer layout): show it whole
+    const segsKey = JSON.stringify(model.get("segments"));
+    if (segsKey !== shownSegments || T !== view.T || view.n > T || view.n === 0 || view.r0 + view.n > T
+      || view.c0 + view.n > T) {
       view = { r0: 0, c0: 0, n: T, T };
+      clicked = null;
     }
+    shownSegments = segsKey;
     size();
   }
   const segOf = (i) => model.get("segments")[branchOf[i]];
+  const prefixEnd = () => (model.get("segments").find((sg) => sg.branch === "prefix") || { stop: 0 }).stop;
   function segColor(j, segs) {
     const b = segs[j].branch;
     if (b === "prefix") return cssVar(root, "--jp-layout-color3", "#999");
@@ -310,6 +319,7 @@ function render({ model, el }) {
     for (const [values, fixed] of series) {
       ctx.globalAlpha = fixed ? 0.75 : 1;
       for (let x = 0; x < d; x++) {
+        if (fixed && x % 6 >= 3) continue; // the diff mode's series: its own colour, dashed
         const i0 = view.c0 + Math.floor(x / scale);
         const i1 = Math.max(i0 + 1, view.c0 + Math.floor((x + 1) / scale));
         let lo = Infinity;
@@ -409,7 +419,8 @@ function render({ model, el }) {
     let where = seg.branch === "prefix" || seg.branch === "conclusion" ? seg.branch : `step ${seg.branch}`;
     const rep = (seg.repeats || []).find((r) => r.start <= i && i < r.stop);
     if (rep) where += `, repeating step ${rep.step}`;
-    const alt = diffPos.length ? `/${fmt(diffPos[i])}` : "";
+    const mode = model.get("mode");
+    const alt = diffPos.length ? ` in ${mode}, ${fmt(diffPos[i])} in ${model.get("diff_mode")}` : "";
     return `${fmt(i)} (${where}, pos ${fmt(pos[i])}${alt})${tokenText(i)}`;
   };
   function showHover() {
@@ -472,7 +483,16 @@ function render({ model, el }) {
       items.push(sw(`only ${mode}`, "var(--jp-success-color1, #388e3c)"),
         sw(`only ${diffMode}`, "var(--jp-error-color1, #d32f2f)"));
     }
-    legend.replaceChildren(...items);
+    // the bands above and left of the matrix, and the position strip under it
+    items.push(sw("prefix band", cssVar(root, "--jp-layout-color3", "#999")),
+      sw("step bands (a colour each)", STEP_COLORS[0]), sw("conclusion band", cssVar(root, "--jp-ui-font-color2", "#555")));
+    const strip = h("span", "mv-legend-strip",
+      `pos strip: each token's position id in ${mode}, coloured by its segment`
+      + (diffMode ? `; dashed red: in ${diffMode}` : ""));
+    legend.replaceChildren(...items, strip);
+    root.dataset.marker = clicked ? `${clicked.q},${clicked.k}` : "";
+    const p = prefixEnd();
+    stepsBtn.disabled = p <= 0 || T - p < Math.min(MIN_VIEW, T) || (view.r0 === p && view.c0 === p && view.n === T - p);
     resetBtn.disabled = zoomOutBtn.disabled = view.n >= T;
     zoomInBtn.disabled = view.n <= Math.min(MIN_VIEW, T);
     notice.textContent = model.get("notice");
@@ -523,6 +543,7 @@ function render({ model, el }) {
     if (!inMatrix(x, y)) return;
     clicked = { q: toRow(y - BAND), k: toCol(x - BAND) };
     model.send({ type: "explain", q: clicked.q, k: clicked.k });
+    root.dataset.marker = `${clicked.q},${clicked.k}`;
     scheduleOverlay();
   });
   const clamp = (v, n) => Math.max(0, Math.min(T - n, v));
@@ -547,6 +568,13 @@ function render({ model, el }) {
   }, { passive: false });
   const reset = () => { view = { r0: 0, c0: 0, n: T, T }; draw(); showControls(); scheduleOverlay(); };
   overlay.addEventListener("dblclick", reset);
+  stepsBtn.addEventListener("click", () => {
+    const p = prefixEnd();
+    view = { r0: p, c0: p, n: T - p, T };
+    draw();
+    showControls();
+    scheduleOverlay();
+  });
   resetBtn.addEventListener("click", reset);
   zoomInBtn.addEventListener("click", () => zoom(0.5));
   zoomOutBtn.addEventListener("click", () => zoom(2));
@@ -558,6 +586,8 @@ function render({ model, el }) {
   const textTraits = ["mode", "diff_mode", "diff_count", "notice", "run_mode", "modes"];
   for (const name of dataTraits) model.on(`change:${name}`, onData);
   for (const name of textTraits) model.on(`change:${name}`, showControls);
+  const clearMarker = () => { clicked = null; showControls(); scheduleOverlay(); }; // its cell means another thing now
+  model.on("change:mode", clearMarker);
   model.on("change:explanation", showExplanation);
   model.on("change:selected", scheduleOverlay);
   // redraw when the JupyterLab theme changes (colours come from --jp-* variables)
@@ -572,6 +602,7 @@ function render({ model, el }) {
     themeWatch.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, onData);
     for (const name of textTraits) model.off(`change:${name}`, showControls);
+    model.off("change:mode", clearMarker);
     model.off("change:explanation", showExplanation);
     model.off("change:selected", scheduleOverlay);
     if (frame) cancelAnimationFrame(frame);
