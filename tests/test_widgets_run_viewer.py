@@ -158,13 +158,13 @@ def test_no_answer_says_why(engine, plan):
     assert viewer.summary["answer_note"].startswith("no answer: ")
 
 
-def test_the_seed_box_shows_the_seed_the_run_on_display_used(engine, plan):
+def test_the_seed_box_keeps_its_own_seed_and_chips_show_each_run_s(engine, plan):
     viewer = RunViewer(engine, engine.run(Q, mode="dag", plan=plan, seed=2, **KW))
-    assert viewer.seed == 2 == viewer.history[0]["seed"]  # a given run: its own seed, not 0
+    assert viewer.seed == 2 == viewer.history[0]["seed"]  # a given run: the box starts at its seed, not 0
     viewer.rerun("4", wait=True)  # no seed: the engine picks run.seed + generation + 1
-    assert viewer.run.seed == 3 and viewer.seed == 3 == viewer.history[1]["seed"]
+    assert viewer.run.seed == 3 == viewer.history[1]["seed"] and viewer.seed == 2  # the box is the user's
     viewer.rerun("2", seed=7, wait=True)
-    assert viewer.seed == 7 == viewer.history[2]["seed"]
+    assert viewer.history[2]["seed"] == 7 and viewer.seed == 2
     viewer.current = 0
     assert viewer.seed == 2
 
@@ -173,3 +173,9 @@ def test_a_saved_output_says_how_to_get_the_widget_back(engine, run):
     data, _ = RunViewer(engine, run)._repr_mimebundle_()
     assert data["text/plain"] == "RunViewer — rerun the cell to show this widget (its kernel state is gone)"
     assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_a_rerun_that_changed_nothing_says_so(engine, plan):
+    viewer = RunViewer(engine, engine.run(Q, mode="dag", plan=plan, seed=0, **{**KW, "temperature": 0}))
+    viewer.rerun("2", seed=5, wait=True)  # greedy: another seed decodes the same text
+    assert "step 2 came out identical" in viewer.notice and viewer.diffs == {}

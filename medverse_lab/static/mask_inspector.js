@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:18ca44d089082f462a48d05e2393d25d4e430a9cb59ed89678efe9e12ffff780 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:7d74ef0db5fca01e5a5ed705298894bfd49794a71ac2a3b7998faec6dbf1d311 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:18ca44d089082f462a48d05e2393d25d4e430a9cb59ed89678efe9e12ffff780 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:7d74ef0db5fca01e5a5ed705298894bfd49794a71ac2a3b7998faec6dbf1d311 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -102,7 +102,8 @@ function render({ model, el }) {
   );
   const panel = h("div", "mv-panel");
   panel.append(sideTitle, idLabel, descLabel, depsTitle, depsBox, stepProblems, removeBtn);
-  const hint = h("div", "mv-hint", "Click a step to edit it (Delete removes it). “Link steps”, then click two steps, toggles a dependency.");
+  const HINT = "Click a step to edit it (Delete or Backspace removes it). “Link steps”, then click two steps, toggles a dependency.";
+  const hint = h("div", "mv-hint", HINT);
   side.append(hint, panel);
   idInput.addEventListener("change", () => {
     const step = model.get("selected");
@@ -117,10 +118,15 @@ function render({ model, el }) {
     const text = descArea.value;
     describeTimer = setTimeout(() => send("describe", { step, description: text }), 250);
   });
+  const linkHint = () => {
+    hint.textContent = !linking ? HINT : linkFrom === null ? "Linking: click the step that is needed first (Esc stops)." : `Linking: step ${linkFrom} chosen; now click the step that needs it (or step ${linkFrom} again to cancel).`;
+    hint.classList.toggle("mv-linking", linking);
+  };
   function setLinking(on) {
     linking = on;
     linkFrom = null;
     linkBtn.setAttribute("aria-pressed", String(on));
+    linkHint();
     keepFocus(drawNet);
   }
   function clickStep(id) {
@@ -133,6 +139,7 @@ function render({ model, el }) {
       send("toggle", { dependency: linkFrom, step: id });
       linkFrom = null;
     }
+    linkHint();
     keepFocus(drawNet);
   }
   function keepFocus(draw) {
@@ -284,6 +291,7 @@ function render({ model, el }) {
     runBtn.disabled = busy || errors.length > 0;
     if (document.activeElement !== questionInput) questionInput.value = model.get("question");
     notice.textContent = model.get("notice");
+    notice.classList.toggle("mv-error", model.get("notice_kind") === "error");
     warning.textContent = model.get("warning");
     warning.hidden = !model.get("warning");
   }
@@ -304,6 +312,7 @@ function render({ model, el }) {
     "can_undo",
     "can_redo",
     "notice",
+    "notice_kind",
     "warning",
     "busy",
     "has_engine",
@@ -327,7 +336,7 @@ function render({ model, el }) {
       send("redo");
     } else if (e.key === "Escape" && linking) {
       setLinking(false);
-    } else if (e.key === "Delete" && model.get("selected")) {
+    } else if ((e.key === "Delete" || e.key === "Backspace") && model.get("selected")) {
       e.preventDefault();
       e.stopPropagation();
       send("remove", { step: model.get("selected") });

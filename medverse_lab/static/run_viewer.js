@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:18ca44d089082f462a48d05e2393d25d4e430a9cb59ed89678efe9e12ffff780 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:7d74ef0db5fca01e5a5ed705298894bfd49794a71ac2a3b7998faec6dbf1d311 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -83,9 +83,23 @@ function render({ model, el }) {
   const warnings = h("ul", "mv-warnings", null, { "aria-label": "warnings" });
   const summary = h("div", "mv-summary");
   const lanesBox = h("div", "mv-lanes");
+  const key = (cls, text) => {
+    const item = h("span", "", null);
+    item.append(h("span", `mv-key ${cls}`), text);
+    return item;
+  };
+  const legend = h("div", "mv-legend");
+  legend.append(
+    key("mv-key-critical", "bar and bold label: on the critical path"),
+    key("mv-key-bar", "grey bar: off it"),
+    key("mv-key-live", "orange bar: decoding"),
+    key("mv-key-changed", "orange border: changed by the rerun"),
+    key("mv-key-selected", "blue outline: selected"),
+    document.createTextNode("A bar spans the forward calls its branch took part in; the number is its tokens.")
+  );
   const detail = h("div", "mv-detail");
   const historyBox = h("div", "mv-history");
-  root.append(controls, notice, warnings, summary, lanesBox, detail, historyBox);
+  root.append(controls, notice, warnings, summary, lanesBox, legend, detail, historyBox);
   el.append(root);
   const detailTitle = h("div", "mv-detail-title");
   const detailText = h("pre", "mv-text");

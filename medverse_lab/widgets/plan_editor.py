@@ -114,6 +114,8 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
     #: what the plan shown does not say by itself, in the warning colour (e.g. it is what was
     #: salvaged from a model-written plan that failed validation); "" for none
     warning = t.Unicode("").tag(sync=True)
+    #: "error" when the notice says an edit was refused (shown in the error colour), else "info"
+    notice_kind = t.Unicode("info").tag(sync=True)
     has_engine = t.Bool(False).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
     question = t.Unicode("").tag(sync=True)
@@ -367,7 +369,7 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
             self.last_run = run
             self.notice = f"done: answer {run.answer}" if run is not None else "done"
         except Exception as exc:  # shown in the view; the notebook keeps going
-            self.notice = f"run failed: {type(exc).__name__}: {exc}"
+            self._refused(f"run failed: {type(exc).__name__}: {exc}")
         finally:
             self.running = []
             self.busy = False
@@ -401,7 +403,23 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
             elif op == "run":
                 self.question = str(args.get("question", self.question))
                 self.run()
-        except (PlanError, KeyError, ValueError, RuntimeError) as exc:
-            self.notice = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except PlanError as exc:  # every problem, not the "N problems found:" header
+            self._refused(f"{op} refused: " + "; ".join(str(p) for p in exc.problems))
+        except (KeyError, ValueError, RuntimeError) as exc:
+            self._refused(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception as exc:  # never let a view message raise into the kernel log only
-            self.notice = f"{type(exc).__name__}: {exc}"
+            self._refused(f"{type(exc).__name__}: {exc}")
+
+    def _refused(self, message: str) -> None:
+        """Say ``message`` in the error colour (an edit refused, a run failed)."""
+        self._refusing = True
+        try:
+            with self.hold_sync():
+                self.notice, self.notice_kind = message, "error"
+        finally:
+            self._refusing = False
+
+    @t.observe("notice")
+    def _plain_notice(self, _change) -> None:
+        if not getattr(self, "_refusing", False):
+            self.notice_kind = "info"

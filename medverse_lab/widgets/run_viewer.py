@@ -187,6 +187,7 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             self.mode = default if default in self.modes else self.modes[0]
             self.temperature = getattr(engine, "sampling", {}).get("temperature", self.temperature)
         if run is not None:
+            self.seed = run.seed  # the box starts at the given run's seed, then is the user's
             self._add(run, {"kind": "run"}, parent=None)
         self.observe(self._on_current, names="current")
         self.on_msg(self._on_frontend_msg)
@@ -203,9 +204,8 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             self.lanes = s.pop("lanes")
             self.summary = s
             self.diffs = diffs or {}
-            # the seed box shows the seed the run on display used, as its history chip does
-            # (a rerun without a seed uses run.seed + generation + 1; a given run its own)
-            self.seed = run.seed
+            # the seed box keeps the seed the user set for the next Run; the run's own seed is
+            # on its history chip and in the summary
             if run.requested_mode in self.modes:  # so does the mode: the one asked (a fallback is in the warnings)
                 self.mode = run.requested_mode
 
@@ -324,7 +324,10 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             run = self.engine.rerun(base, step, seed=seed, text=text, on_token=self._rerun_streamer(lanes, order))
             self._add(run, {"kind": "rerun", "step": step}, parent=parent, diffs=self._diffs(base, run))
             self.selected = step
-            self.notice = f"rerun of step {step} done: {outcome(run)}"
+            same = run.steps[step] == base.steps[step]
+            self.notice = f"rerun of step {step} done: {outcome(run)}" + (
+                f" (step {step} came out identical: greedy decoding repeats itself; raise the temperature or "
+                "edit its text)" if same else "")
         except Exception as exc:
             self.notice = f"rerun failed: {type(exc).__name__}: {exc}"
         finally:

@@ -98,7 +98,7 @@ def test_delete_and_ctrl_z_work_after_clicking_a_step(notebook):
     nb = notebook([SETUP, "import json\n" + STATE, STATE])
     nb.run(0)
     view = nb.panel.locator(".mv-plan-editor")
-    assert "Delete removes it" in view.locator(".mv-hint").inner_text()
+    assert "Delete or Backspace removes it" in view.locator(".mv-hint").inner_text()
     step(view, "2").click()
     nb.page.wait_for_function("document.querySelector('.mv-plan-editor .mv-transition.mv-selected')"
                               "?.getAttribute('data-step') === '2'")
@@ -121,6 +121,30 @@ def test_delete_and_ctrl_z_work_after_clicking_a_step(notebook):
     step(view, "2").wait_for()
     s = state(nb, 2)
     assert [st["deps"] for st in s["plan"]["steps"]] == [[], [], ["1", "2"]]
+    # Backspace removes the selected step too (a laptop has no Delete key); Ctrl+Z brings it back
+    step(view, "2").click()
+    nb.page.keyboard.press("Backspace")
+    step(view, "2").wait_for(state="detached")
+    step(view, "3").click()
+    nb.page.keyboard.press("Control+z")
+    step(view, "2").wait_for()
+    # linking says what it waits for, where the eye is
+    hint = view.locator(".mv-hint")
+    view.get_by_role("button", name="Link steps").click()
+    assert hint.inner_text().startswith("Linking: click the step that is needed first")
+    step(view, "3").click()
+    assert "step 3 chosen; now click the step that needs it" in hint.inner_text()
+    step(view, "1").click()  # 1 now needs 3, which needs 1: a cycle
+    view.locator(".mv-status").filter(has_text="problem").wait_for()
+    nb.page.keyboard.press("Escape")
+    assert hint.inner_text().startswith("Click a step to edit it")
+    # a refused renumber (the draft is not a DAG) is said in the error colour
+    view.get_by_role("button", name="Renumber").click()
+    nb.page.wait_for_function("document.querySelector('.mv-plan-editor .mv-notice').classList.contains('mv-error')")
+    assert "cycle" in view.locator(".mv-notice").inner_text().lower()
+    step(view, "3").click()
+    nb.page.keyboard.press("Control+z")  # the link undone: the notice goes back to plain
+    view.locator(".mv-status").filter(has_text="Valid plan").wait_for()
     # the keyboard alone: Tab to a step, Enter selects it, focus stays on that step's new node
     step(view, "1").focus()
     nb.page.keyboard.press("Enter")

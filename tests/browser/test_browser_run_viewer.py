@@ -63,9 +63,12 @@ def test_run_read_rerun_and_diff(notebook, artifacts):
     s = json.loads(nb.run(1).strip().splitlines()[-1])
     assert [h["kind"] for h in s["history"]] == ["run", "rerun"] and s["history"][1]["step"] == "2"
     assert s["step2"].strip() == "troponin rises after 3 hours" and not s["busy"]
-    # the rerun picked its own seed (run.seed + 1): chip, seed box and Python say the same
-    assert s["history"][1]["seed"] == s["seed"] == 1
-    assert "seed 1" in chip(view, 1) and seed_box(view) == 1
+    # the rerun picked its own seed (run.seed + 1): its chip and Python say so; the seed box
+    # keeps the seed the user set for the next Run
+    assert s["history"][1]["seed"] == 1 and s["seed"] == 0
+    assert "seed 1" in chip(view, 1) and seed_box(view) == 0
+    legend = view.locator(".mv-legend").inner_text()
+    assert "on the critical path" in legend and "changed by the rerun" in legend and "selected" in legend
     # the ideal counts the re-decoded branches only, so it is at least 1, and it is Python's figure
     summary = view.locator(".mv-summary").inner_text()
     ideal = float(re.search(r"ideal for the re-decoded steps, one token per call: ([\d.]+)x", summary).group(1))
@@ -84,13 +87,14 @@ def test_run_read_rerun_and_diff(notebook, artifacts):
     assert view.locator("img").count() == 0 and page.evaluate("window.__pwned") is None
     nb.screenshots(view, artifacts / "run_viewer")
 
-    # a seed typed for the rerun is the seed its chip and the seed box show
+    # a seed typed for the rerun is the seed its chip shows; the main seed box keeps its own
     view.locator("input.mv-rerun-seed").fill("5")
     view.get_by_role("button", name="Rerun with seed").click()
     page.wait_for_function(CHIPS.format(4), timeout=120_000)
-    assert "seed 5" in chip(view, 3) and seed_box(view) == 5
-    # back to the first run in the history: its seed again
+    assert "seed 5" in chip(view, 3) and seed_box(view) == 0
+    # back to the first run in the history: the notice follows it
     view.locator(".mv-history .mv-chip").first.click()
     page.wait_for_function("document.querySelector('.mv-run-viewer .mv-history .mv-chip').getAttribute('aria-pressed') === 'true'")
-    page.wait_for_function("document.querySelector('.mv-run-viewer input.mv-seed').value === '0'")
+    page.wait_for_function("document.querySelector('.mv-run-viewer .mv-notice').textContent.startsWith('showing run #1')")
+    assert seed_box(view) == 0
     assert page.js_errors == []

@@ -74,7 +74,8 @@ function render({ model, el }) {
     () => send("remove", { step: model.get("selected") }), "mv-button mv-danger");
   const panel = h("div", "mv-panel");
   panel.append(sideTitle, idLabel, descLabel, depsTitle, depsBox, stepProblems, removeBtn);
-  const hint = h("div", "mv-hint", "Click a step to edit it (Delete removes it). “Link steps”, then click two steps, toggles a dependency.");
+  const HINT = "Click a step to edit it (Delete or Backspace removes it). “Link steps”, then click two steps, toggles a dependency.";
+  const hint = h("div", "mv-hint", HINT);
   side.append(hint, panel);
 
   idInput.addEventListener("change", () => {
@@ -89,10 +90,19 @@ function render({ model, el }) {
     describeTimer = setTimeout(() => send("describe", { step, description: text }), 250);
   });
 
+  // what linking waits for, said where the eye is (the hint line under the drawing)
+  const linkHint = () => {
+    hint.textContent = !linking ? HINT
+      : linkFrom === null ? "Linking: click the step that is needed first (Esc stops)."
+        : `Linking: step ${linkFrom} chosen; now click the step that needs it (or step ${linkFrom} again to cancel).`;
+    hint.classList.toggle("mv-linking", linking);
+  };
+
   function setLinking(on) {
     linking = on;
     linkFrom = null;
     linkBtn.setAttribute("aria-pressed", String(on));
+    linkHint();
     keepFocus(drawNet);
   }
 
@@ -106,6 +116,7 @@ function render({ model, el }) {
       send("toggle", { dependency: linkFrom, step: id });
       linkFrom = null;
     }
+    linkHint();
     keepFocus(drawNet);
   }
 
@@ -255,13 +266,14 @@ function render({ model, el }) {
     runBtn.disabled = busy || errors.length > 0;
     if (document.activeElement !== questionInput) questionInput.value = model.get("question");
     notice.textContent = model.get("notice");
+    notice.classList.toggle("mv-error", model.get("notice_kind") === "error"); // a refused edit: the status colour
     warning.textContent = model.get("warning");
     warning.hidden = !model.get("warning");
   }
 
   const redraw = () => keepFocus(() => { drawNet(); drawSide(); drawStatus(); });
   const traits = ["draft", "errors", "graph", "marking", "frontier", "fired", "running", "selected",
-    "can_undo", "can_redo", "notice", "warning", "busy", "has_engine", "question"];
+    "can_undo", "can_redo", "notice", "notice_kind", "warning", "busy", "has_engine", "question"];
   for (const name of traits) model.on(`change:${name}`, redraw);
 
   svg.addEventListener("click", () => { if (!linking) select(""); });
@@ -279,7 +291,7 @@ function render({ model, el }) {
       send("redo");
     } else if (e.key === "Escape" && linking) {
       setLinking(false);
-    } else if (e.key === "Delete" && model.get("selected")) {
+    } else if ((e.key === "Delete" || e.key === "Backspace") && model.get("selected")) {
       e.preventDefault();
       e.stopPropagation();
       send("remove", { step: model.get("selected") });

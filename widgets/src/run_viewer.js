@@ -50,9 +50,16 @@ function render({ model, el }) {
   const warnings = h("ul", "mv-warnings", null, { "aria-label": "warnings" });
   const summary = h("div", "mv-summary");
   const lanesBox = h("div", "mv-lanes");
+  // what the lanes' marks mean
+  const key = (cls, text) => { const item = h("span", "", null); item.append(h("span", `mv-key ${cls}`), text); return item; };
+  const legend = h("div", "mv-legend");
+  legend.append(key("mv-key-critical", "bar and bold label: on the critical path"),
+    key("mv-key-bar", "grey bar: off it"), key("mv-key-live", "orange bar: decoding"),
+    key("mv-key-changed", "orange border: changed by the rerun"), key("mv-key-selected", "blue outline: selected"),
+    document.createTextNode("A bar spans the forward calls its branch took part in; the number is its tokens."));
   const detail = h("div", "mv-detail");
   const historyBox = h("div", "mv-history");
-  root.append(controls, notice, warnings, summary, lanesBox, detail, historyBox);
+  root.append(controls, notice, warnings, summary, lanesBox, legend, detail, historyBox);
   el.append(root);
 
   // ----- detail: the selected branch ---------------------------------------------------------
