@@ -63,3 +63,16 @@ def test_the_readme_library_snippet_runs_as_written():
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
     assert scope["net"].frontier() == ["1", "2", "3"] and scope["mask"].shape[0] == scope["layout"].T
+
+
+def test_the_readme_names_only_paths_a_clone_has():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    named = set(re.findall(r"`((?:medverse_lab|notebooks|benchmarks|tests|widgets|binder|\.ci)/[^`\s]*)`", readme))
+    named |= set(re.findall(r"\]\(((?:notebooks|benchmarks)/[^)]+)\)", readme))
+    missing = sorted(p for p in named if not (root / p).exists() and "*" not in p)
+    assert named and missing == []
+    assert "../shared/data" not in readme  # beside this workspace's clone only
