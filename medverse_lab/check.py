@@ -117,11 +117,18 @@ def check_text(text: str, sample_id="?", key: str | None = None, options: dict |
         m = re.search(r"<Conclusion>(.*?)(?:</Conclusion>(.*)|$)", text, re.DOTALL)
         conclusion, at, tail = (m.group(1), m.start(), m.group(2) or "") if m else (None, None, "")
     if conclusion is not None:
-        rows += _answer_rows(sample_id, conclusion, tail, at, key, options)
+        rows += _answer_rows(sample_id, conclusion, tail, at, key, options, text)
     return rows
 
 
-def _answer_rows(sid, conclusion: str, tail: str, at: int | None, key, options) -> list[dict]:
+def _answer_at(text: str, start: int | None, letter: str) -> int | None:
+    """Where ``Answer: <letter>`` is written from ``start`` on (else ``start``): the place a
+    wrong answer is marked."""
+    m = re.compile(rf"Answer\s*[:：]?\s*\(?{re.escape(letter)}\b").search(text, start or 0)
+    return m.start() if m else start
+
+
+def _answer_rows(sid, conclusion: str, tail: str, at: int | None, key, options, text: str = "") -> list[dict]:
     if not conclusion.strip():
         return [_row(sid, "empty-conclusion", "the conclusion has no text", offset=at)]
     letter = parse_answer(conclusion) or parse_answer(tail)
@@ -130,9 +137,10 @@ def _answer_rows(sid, conclusion: str, tail: str, at: int | None, key, options) 
                      offset=at, severity="warning")]
     if options and letter not in options:
         return [_row(sid, "answer-not-an-option", f"the conclusion answers {letter}, which is not one of "
-                     f"the options {list(options)}", offset=at)]
+                     f"the options {list(options)}", offset=_answer_at(text, at, letter))]
     if key is not None and letter != key:
-        return [_row(sid, "answer-mismatch", f"the conclusion answers {letter} but the key is {key}", offset=at)]
+        return [_row(sid, "answer-mismatch", f"the conclusion answers {letter} but the key is {key}",
+                     offset=_answer_at(text, at, letter))]
     return []
 
 

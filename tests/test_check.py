@@ -49,7 +49,7 @@ def test_answer_letter_is_checked_against_every_spelling_of_the_key():
     row = ml.check_dataset([record(answer_idx="B")]).row(0, named=True)
     assert row["severity"] == "error" and row["message"] == "the conclusion answers C but the key is B"
     text = EXAMPLE.read_text()
-    assert row["offset"] == text.index("<Conclusion>")
+    assert text[row["offset"]:].startswith("Answer: C")  # the wrong answer itself, not the conclusion tag
     for key in ({"answer": "C. primary PCI, fluids, no nitrates"}, {"answer": "primary PCI, fluids, no nitrates"},
                 {"answer": "C"}, {"Goal": "C"}):
         rec = record(**key)
@@ -181,3 +181,15 @@ def test_check_command_prints_a_summary_writes_the_table_and_sets_the_exit_code(
     assert cli.main(["check", str(bad), "--out", str(tmp_path / "p.xlsx")]) == 2
     assert "unknown table format '.xlsx'" in capsys.readouterr().err
     assert cli.main(["check", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_a_wrong_answer_is_placed_on_its_answer_line():
+    text = ("<Think>\n<Plan>\n<Outline> Transient Step 1: a -> b; Dependency: [] </Outline>\n"
+            "<Outline> Transient Step 2: c -> d; Dependency: [] </Outline>\n</Plan>\n<Execution>\n"
+            "<Step> Transient Step 1: a -> b\nb.\n</Step>\n<Step> Transient Step 2: c -> d\nd.\n</Step>\n"
+            "</Execution>\n<Conclusion>\nSo it is this.\nAnswer: B\n</Conclusion>\n</Think>")
+    record = {"messages": [{"role": "user", "content": "Q?\nA. x\nB. y"}, {"role": "assistant", "content": text}],
+              "options": {"A": "x", "B": "y"}, "answer_idx": "A"}
+    problems = ml.check_dataset([record])
+    row = problems.filter(problems["kind"] == "answer-mismatch").row(0, named=True)
+    assert text[row["offset"]:].startswith("Answer: B")  # the mark underlines the wrong "Answer: B"

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:7d74ef0db5fca01e5a5ed705298894bfd49794a71ac2a3b7998faec6dbf1d311 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:3d0791c35c593a3d8203ec34d24ccda4bbfb7321f3c44a735408c19d304c8826 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -77,7 +77,8 @@ function render({ model, el }) {
   );
   saveBar.append(pathInput, saveBtn);
   const table = h("div", "mv-table");
-  table.append(header, scroller);
+  const empty = h("div", "mv-empty", null, { role: "status" });
+  table.append(header, scroller, empty);
   root.append(toolbar, notice, table, record, saveBar);
   el.append(root);
   function toggleEdit(on) {
@@ -121,6 +122,8 @@ function render({ model, el }) {
     spacer.style.height = `${visible.length * ROW_H}px`;
     const total = cols.id ? cols.id.length : 0;
     count.textContent = `${visible.length.toLocaleString()} of ${total.toLocaleString()} records`;
+    empty.hidden = visible.length > 0;
+    empty.textContent = !total ? "no records in this file" : model.get("kind") && model.get("kind") !== "any" ? "no records with this problem" : model.get("kind") === "any" ? "no records with errors" : "no records match the search";
     drawRows();
   }
   function drawColumns() {

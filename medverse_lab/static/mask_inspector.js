@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:7d74ef0db5fca01e5a5ed705298894bfd49794a71ac2a3b7998faec6dbf1d311 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:3d0791c35c593a3d8203ec34d24ccda4bbfb7321f3c44a735408c19d304c8826 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

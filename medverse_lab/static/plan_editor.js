@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:7d74ef0db5fca01e5a5ed705298894bfd49794a71ac2a3b7998faec6dbf1d311 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:3d0791c35c593a3d8203ec34d24ccda4bbfb7321f3c44a735408c19d304c8826 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -80,7 +80,7 @@ function render({ model, el }) {
   const side = h("div", "mv-side");
   body.append(wrap, side);
   const status = h("div", "mv-status");
-  const warning = h("div", "mv-warning", null, { role: "alert" });
+  const warning = h("div", "mv-plan-warning", null, { role: "alert" });
   const problemList = h("ul", "mv-problems");
   root.append(toolbar, runBox, notice, warning, body, status, problemList);
   el.append(root);

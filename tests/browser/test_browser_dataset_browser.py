@@ -51,8 +51,15 @@ def test_fix_a_record_by_clicking_and_save(notebook, lab, artifacts):
     panel, page = nb.panel, nb.page
     view = panel.locator(".mv-dataset-browser")
     view.locator(".mv-row[data-index]").first.wait_for()
+    # a filter that matches nothing says so, rather than an empty table
+    changed_from(page, view, lambda: view.locator(".mv-search").fill("no-such-record-id"))
+    assert view.locator(".mv-empty").inner_text() == "no records match the search"
+    view.locator("select.mv-kind").select_option("forward-dependency")
+    page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-empty').textContent === "
+                           "'no records with this problem'")
+    changed_from(page, view, lambda: view.locator(".mv-search").fill(""))
+    assert view.locator(".mv-empty").is_hidden()
     # filter to forward dependencies, open the first such record
-    changed_from(page, view, lambda: view.locator("select.mv-kind").select_option("forward-dependency"))
     view.locator(".mv-rows .mv-row[data-index]").first.click()
     view.locator(".mv-mark").first.wait_for()
     assert "forward-dependency" in view.locator(".mv-mark").first.get_attribute("title")

@@ -131,7 +131,7 @@ def test_a_rejected_plan_and_its_fallback_are_shown_where_the_user_looks(noteboo
     assert shown == s["warnings"] and any("did not validate" in w for w in shown)
     assert any(w.startswith("no answer") or "closed by the engine" in w for w in shown)
     assert viewer.locator("select.mv-mode").input_value() == "dag"  # what was asked; the fallback is said above
-    plan_warning = panel.locator(".mv-plan-editor .mv-warning")
+    plan_warning = panel.locator(".mv-plan-editor .mv-plan-warning")
     assert plan_warning.is_visible() and "decoded sequential (not dag)" in plan_warning.inner_text()
     assert "The problems:" in plan_warning.inner_text()
     page.set_viewport_size({"width": 1400, "height": 2600})

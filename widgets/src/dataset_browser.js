@@ -56,7 +56,8 @@ function render({ model, el }) {
   saveBar.append(pathInput, saveBtn);
 
   const table = h("div", "mv-table");
-  table.append(header, scroller);
+  const empty = h("div", "mv-empty", null, { role: "status" }); // a filter that matches nothing says so
+  table.append(header, scroller, empty);
   root.append(toolbar, notice, table, record, saveBar);
   el.append(root);
 
@@ -103,6 +104,10 @@ function render({ model, el }) {
     spacer.style.height = `${visible.length * ROW_H}px`;
     const total = cols.id ? cols.id.length : 0;
     count.textContent = `${visible.length.toLocaleString()} of ${total.toLocaleString()} records`;
+    empty.hidden = visible.length > 0;
+    empty.textContent = !total ? "no records in this file"
+      : model.get("kind") && model.get("kind") !== "any" ? "no records with this problem"
+        : model.get("kind") === "any" ? "no records with errors" : "no records match the search";
     drawRows();
   }
 

@@ -54,7 +54,7 @@ function render({ model, el }) {
   const side = h("div", "mv-side");
   body.append(wrap, side);
   const status = h("div", "mv-status");
-  const warning = h("div", "mv-warning", null, { role: "alert" });
+  const warning = h("div", "mv-plan-warning", null, { role: "alert" });
   const problemList = h("ul", "mv-problems");
   root.append(toolbar, runBox, notice, warning, body, status, problemList);
   el.append(root);
