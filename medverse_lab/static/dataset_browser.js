@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:3d0791c35c593a3d8203ec34d24ccda4bbfb7321f3c44a735408c19d304c8826 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:08a80c59edc2e3a8fe644461d1c7f9813a4f8948fbdd95fdb27115429ede62c5 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -123,7 +123,9 @@ function render({ model, el }) {
     const total = cols.id ? cols.id.length : 0;
     count.textContent = `${visible.length.toLocaleString()} of ${total.toLocaleString()} records`;
     empty.hidden = visible.length > 0;
-    empty.textContent = !total ? "no records in this file" : model.get("kind") && model.get("kind") !== "any" ? "no records with this problem" : model.get("kind") === "any" ? "no records with errors" : "no records match the search";
+    const kind = model.get("kind");
+    const which = kind === "any" ? "no records with errors" : kind ? "no records with this problem" : "no records";
+    empty.textContent = !total ? "no records in this file" : which + (model.get("search") ? " match the search" : "");
     drawRows();
   }
   function drawColumns() {
@@ -191,6 +193,8 @@ function render({ model, el }) {
   const handlers = [
     ["change:columns", drawColumns],
     ["change:visible", drawTable],
+    ["change:kind", drawTable],
+    ["change:search", drawTable],
     ["change:kinds", drawKinds],
     ["change:kind", () => {
       kindSelect.value = model.get("kind");

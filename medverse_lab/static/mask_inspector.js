@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:3d0791c35c593a3d8203ec34d24ccda4bbfb7321f3c44a735408c19d304c8826 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:08a80c59edc2e3a8fe644461d1c7f9813a4f8948fbdd95fdb27115429ede62c5 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

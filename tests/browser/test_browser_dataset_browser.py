@@ -56,7 +56,7 @@ def test_fix_a_record_by_clicking_and_save(notebook, lab, artifacts):
     assert view.locator(".mv-empty").inner_text() == "no records match the search"
     view.locator("select.mv-kind").select_option("forward-dependency")
     page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-empty').textContent === "
-                           "'no records with this problem'")
+                           "'no records with this problem match the search'")
     changed_from(page, view, lambda: view.locator(".mv-search").fill(""))
     assert view.locator(".mv-empty").is_hidden()
     # filter to forward dependencies, open the first such record

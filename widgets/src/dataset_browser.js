@@ -105,9 +105,9 @@ function render({ model, el }) {
     const total = cols.id ? cols.id.length : 0;
     count.textContent = `${visible.length.toLocaleString()} of ${total.toLocaleString()} records`;
     empty.hidden = visible.length > 0;
-    empty.textContent = !total ? "no records in this file"
-      : model.get("kind") && model.get("kind") !== "any" ? "no records with this problem"
-        : model.get("kind") === "any" ? "no records with errors" : "no records match the search";
+    const kind = model.get("kind");
+    const which = kind === "any" ? "no records with errors" : kind ? "no records with this problem" : "no records";
+    empty.textContent = !total ? "no records in this file" : which + (model.get("search") ? " match the search" : "");
     drawRows();
   }
 
@@ -175,7 +175,8 @@ function render({ model, el }) {
   });
 
   const handlers = [
-    ["change:columns", drawColumns], ["change:visible", drawTable], ["change:kinds", drawKinds],
+    ["change:columns", drawColumns], ["change:visible", drawTable], ["change:kind", drawTable],
+    ["change:search", drawTable], ["change:kinds", drawKinds],
     ["change:kind", () => { kindSelect.value = model.get("kind"); }],
     ["change:selected", () => { drawRows(); drawRecord(); }],
     ["change:text", drawRecord], ["change:spans", drawRecord], ["change:problems", drawRecord],
