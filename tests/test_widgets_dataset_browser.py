@@ -49,6 +49,14 @@ def test_table_filters_and_search(dataset):
         b.kind = "typo"
 
 
+def test_a_plan_in_the_wrong_order_still_shows_its_width(dataset):
+    _, broken, planted = dataset
+    b = ml.DatasetBrowser(broken)
+    columns = json.loads(b.table.columns)
+    for i in (i for i, k in planted if k == "forward-dependency"):  # an error, but still a DAG
+        assert "forward-dependency" in columns["kinds"][i] and columns["width"][i] >= 1
+
+
 def test_selecting_marks_each_problem_where_it_is_and_fixing_the_plan_rechecks(dataset):
     records, broken, planted = dataset
     i = next(i for i, k in planted if k == "forward-dependency")

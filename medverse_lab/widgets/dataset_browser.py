@@ -142,9 +142,9 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
         rec, rows = self.records[i], self._problems[i]
         text = assistant_text(rec) if isinstance(rec, dict) else None
         plan = plan_draft(text or "")
-        try:
-            width = plan.width if len(plan) and plan.is_valid else 0
-        except Exception:  # noqa: BLE001 - an odd draft has no width
+        try:  # a DAG in the wrong order still has a width: read it from the plan renumbered
+            width = 0 if not len(plan) else plan.width if plan.is_valid else plan.renumbered().width
+        except Exception:  # noqa: BLE001 - not a DAG (a cycle, a missing step): no width
             width = 0
         return {"id": record_id(rec, i + 1), "steps": len(plan), "width": width,
                 "errors": sum(r["severity"] == "error" for r in rows),
