@@ -85,8 +85,7 @@ class Engine:
         if getattr(cfg, "is_encoder_decoder", False):
             raise ValueError(f"{type(model).__name__} is an encoder-decoder; the engine needs a causal LM")
         _check_attention(getattr(cfg, "_attn_implementation", None))
-        vocab = tokenizer.get_vocab()
-        missing = [t for t in TAGS if t not in vocab]
+        missing = _missing_tags(tokenizer)
         if missing and not add_tags:
             raise ValueError(
                 f"the tokenizer has no single token for {', '.join(missing)}: it is not a MedVerse tokenizer. "
@@ -125,8 +124,7 @@ class Engine:
     @classmethod
     def _stock(cls, tokenizer, config, backend: str, compute, system_prompt=None, folder=None) -> "Engine":
         """An engine whose tokens a stock serving engine computes (no model here)."""
-        vocab = tokenizer.get_vocab()
-        missing = [t for t in TAGS if t not in vocab]
+        missing = _missing_tags(tokenizer)
         if missing:
             raise ValueError(f"the tokenizer has no single token for {', '.join(missing)}: it is not a MedVerse "
                              "tokenizer, and a served model cannot be given new tags")
@@ -447,6 +445,12 @@ class Engine:
 
             return RemoteExecutor(self)
         return Batch(self, cache)
+
+
+def _missing_tags(tokenizer) -> list[str]:
+    """The MedVerse tags ``tokenizer`` has no single token for."""
+    vocab = tokenizer.get_vocab()
+    return [t for t in TAGS if t not in vocab]
 
 
 def check_device(device) -> torch.device:

@@ -82,7 +82,7 @@ def run_summary(run) -> dict:
         "mode": run.mode,
         "seed": run.seed,
         "answer": run.answer,
-        "answer_note": answer_note(run),
+        "answer_note": run.answer_note,
         "total_s": round(float(run.timings.get("total", 0.0)), 3),
         "backend": run.backend,
         "backend_note": backend_note(run),
@@ -110,11 +110,6 @@ def outcome(run) -> str:
     if error is not None:
         text += f"; decoded {error.fallback}, not {error.requested_mode}: the model's plan did not validate"
     return text
-
-
-def answer_note(run) -> str | None:
-    """Why ``run`` has no answer (``None`` when it has one): :attr:`Run.answer_note`."""
-    return run.answer_note
 
 
 def word_diff(old: str, new: str) -> list[list[str]]:
