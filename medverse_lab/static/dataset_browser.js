@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:08a80c59edc2e3a8fe644461d1c7f9813a4f8948fbdd95fdb27115429ede62c5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:88802f04352d9ab14605824a549a6bf119a5203d21074cfeb2d3a1a080019a26 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -19,6 +19,32 @@ function bytesOf(value) {
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   return new Uint8Array(0);
+}
+function watchKernel(model, root) {
+  const ref = model.get("_ref");
+  const manager = model.widget_manager;
+  let real = null;
+  let stopped = false;
+  const banner = h("div", "mv-kernel-gone", "This widget was saved with the notebook and its kernel is gone: its controls do nothing. Run the cell again to use it.", { role: "alert" });
+  const update = () => {
+    const gone = real.comm_live === false;
+    root.classList.toggle("mv-no-kernel", gone);
+    if (gone && !banner.isConnected) root.prepend(banner);
+    if (!gone) banner.remove();
+  };
+  if (ref && manager && typeof manager.get_model === "function") {
+    Promise.resolve(manager.get_model(ref)).then((m) => {
+      if (stopped || !m) return;
+      real = m;
+      update();
+      real.on("comm_live_update", update);
+    }).catch(() => {
+    });
+  }
+  return () => {
+    stopped = true;
+    if (real) real.off("comm_live_update", update);
+  };
 }
 
 // src/dataset_browser.js
@@ -81,6 +107,7 @@ function render({ model, el }) {
   table.append(header, scroller, empty);
   root.append(toolbar, notice, table, record, saveBar);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
   function toggleEdit(on) {
     editing = on && model.get("selected") >= 0;
     editor.hidden = !editing;
@@ -218,6 +245,7 @@ function render({ model, el }) {
   notice.textContent = model.get("notice");
   return () => {
     for (const [name, fn] of handlers) model.off(name, fn);
+    stopWatching();
   };
 }
 var dataset_browser_default = { render };

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:08a80c59edc2e3a8fe644461d1c7f9813a4f8948fbdd95fdb27115429ede62c5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:88802f04352d9ab14605824a549a6bf119a5203d21074cfeb2d3a1a080019a26 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -18,6 +18,32 @@ function bytesOf(value) {
 function cssVar(el, name, fallback) {
   const v = getComputedStyle(el).getPropertyValue(name).trim();
   return v || fallback;
+}
+function watchKernel(model, root) {
+  const ref = model.get("_ref");
+  const manager = model.widget_manager;
+  let real = null;
+  let stopped = false;
+  const banner = h("div", "mv-kernel-gone", "This widget was saved with the notebook and its kernel is gone: its controls do nothing. Run the cell again to use it.", { role: "alert" });
+  const update = () => {
+    const gone = real.comm_live === false;
+    root.classList.toggle("mv-no-kernel", gone);
+    if (gone && !banner.isConnected) root.prepend(banner);
+    if (!gone) banner.remove();
+  };
+  if (ref && manager && typeof manager.get_model === "function") {
+    Promise.resolve(manager.get_model(ref)).then((m) => {
+      if (stopped || !m) return;
+      real = m;
+      update();
+      real.on("comm_live_update", update);
+    }).catch(() => {
+    });
+  }
+  return () => {
+    stopped = true;
+    if (real) real.off("comm_live_update", update);
+  };
 }
 
 // src/mask_inspector.js
@@ -102,6 +128,7 @@ function render({ model, el }) {
   const notice = h("div", "mv-notice");
   root.append(controls, caption, legend, stage, hoverLine, explainBox, notice);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
   let S = 0;
   let W = 0;
   let H = 0;
@@ -638,6 +665,7 @@ function render({ model, el }) {
   showControls();
   showExplanation();
   return () => {
+    stopWatching();
     themeWatch.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, onData);
     for (const name of textTraits) model.off(`change:${name}`, showControls);

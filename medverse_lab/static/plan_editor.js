@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:08a80c59edc2e3a8fe644461d1c7f9813a4f8948fbdd95fdb27115429ede62c5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:88802f04352d9ab14605824a549a6bf119a5203d21074cfeb2d3a1a080019a26 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -24,6 +24,32 @@ function clip(text, n) {
   const str = String(text);
   return str.length > n ? str.slice(0, n - 1) + "…" : str;
 }
+function watchKernel(model, root) {
+  const ref = model.get("_ref");
+  const manager = model.widget_manager;
+  let real = null;
+  let stopped = false;
+  const banner = h("div", "mv-kernel-gone", "This widget was saved with the notebook and its kernel is gone: its controls do nothing. Run the cell again to use it.", { role: "alert" });
+  const update = () => {
+    const gone = real.comm_live === false;
+    root.classList.toggle("mv-no-kernel", gone);
+    if (gone && !banner.isConnected) root.prepend(banner);
+    if (!gone) banner.remove();
+  };
+  if (ref && manager && typeof manager.get_model === "function") {
+    Promise.resolve(manager.get_model(ref)).then((m) => {
+      if (stopped || !m) return;
+      real = m;
+      update();
+      real.on("comm_live_update", update);
+    }).catch(() => {
+    });
+  }
+  return () => {
+    stopped = true;
+    if (real) real.off("comm_live_update", update);
+  };
+}
 
 // src/plan_editor.js
 var COL = 125;
@@ -35,6 +61,13 @@ var R = 14;
 var x = (col) => PAD + col * COL;
 var y = (row) => PAD + row * ROW;
 var halfWidth = (node) => node.kind === "transition" ? BOX_W / 2 : R;
+function forwardArc(x1, y1, x2, y2) {
+  const c = Math.max(Math.abs(x2 - x1) / 2, 40);
+  return `M${x1},${y1} C${x1 + c},${y1} ${x2 - c},${y2} ${x2},${y2}`;
+}
+function backArc(x1, y1, x2, y2, below) {
+  return `M${x1},${y1} C${x1 + 40},${y1} ${x1 + 40},${below} ${x1},${below} L${x2},${below} C${x2 - 40},${below} ${x2 - 40},${y2} ${x2},${y2}`;
+}
 function render({ model, el }) {
   let linkFrom = null;
   let linking = false;
@@ -84,6 +117,7 @@ function render({ model, el }) {
   const problemList = h("ul", "mv-problems");
   root.append(toolbar, runBox, notice, warning, body, status, problemList);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
   const sideTitle = h("div", "mv-side-title");
   const idLabel = h("label", "mv-field", "Number");
   const idInput = h("input", "mv-id", null, { type: "text", size: "4", "aria-label": "step number" });
@@ -172,12 +206,15 @@ function render({ model, el }) {
     svg.replaceChildren();
     if (!graph || !graph.nodes) return;
     const width = x(Math.max(graph.cols - 1, 0)) + PAD + BOX_W / 2;
-    const height = y(Math.max(graph.rows - 1, 0)) + PAD + BOX_H / 2;
+    const bottom = y(Math.max(graph.rows - 1, 0)) + BOX_H / 2;
+    const backs = graph.arcs.filter((arc) => arc.back).length;
+    const height = bottom + PAD + 12 * backs;
     svg.setAttribute("width", width);
     svg.setAttribute("height", height);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     const byKey = new Map(graph.nodes.map((n) => [n.key, n]));
     const arcs = s("g", { class: "mv-arcs" });
+    let lane = 0;
     for (const arc of graph.arcs) {
       const a = byKey.get(arc.from);
       const b = byKey.get(arc.to);
@@ -186,9 +223,8 @@ function render({ model, el }) {
       const y1 = y(a.row);
       const x2 = x(b.col) - halfWidth(b) - 2;
       const y2 = y(b.row);
-      const c = Math.max(Math.abs(x2 - x1) / 2, 40);
-      const g = s("g", { class: "mv-arc", "data-from": arc.from, "data-to": arc.to });
-      g.append(s("path", { d: `M${x1},${y1} C${x1 + c},${y1} ${x2 - c},${y2} ${x2},${y2}` }));
+      const g = s("g", { class: arc.back ? "mv-arc mv-back" : "mv-arc", "data-from": arc.from, "data-to": arc.to });
+      g.append(s("path", { d: arc.back ? backArc(x1, y1, x2, y2, bottom + 10 + 12 * ++lane) : forwardArc(x1, y1, x2, y2) }));
       g.append(s("polygon", { points: `${x2},${y2} ${x2 - 8},${y2 - 4} ${x2 - 8},${y2 + 4}` }));
       arcs.append(g);
     }
@@ -344,6 +380,7 @@ function render({ model, el }) {
   });
   redraw();
   return () => {
+    stopWatching();
     clearTimeout(describeTimer);
     for (const name of traits) model.off(`change:${name}`, redraw);
   };

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:08a80c59edc2e3a8fe644461d1c7f9813a4f8948fbdd95fdb27115429ede62c5 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:88802f04352d9ab14605824a549a6bf119a5203d21074cfeb2d3a1a080019a26 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -16,6 +16,32 @@ function button(label, title, onClick, className = "mv-button") {
 function clip(text, n) {
   const str = String(text);
   return str.length > n ? str.slice(0, n - 1) + "…" : str;
+}
+function watchKernel(model, root) {
+  const ref = model.get("_ref");
+  const manager = model.widget_manager;
+  let real = null;
+  let stopped = false;
+  const banner = h("div", "mv-kernel-gone", "This widget was saved with the notebook and its kernel is gone: its controls do nothing. Run the cell again to use it.", { role: "alert" });
+  const update = () => {
+    const gone = real.comm_live === false;
+    root.classList.toggle("mv-no-kernel", gone);
+    if (gone && !banner.isConnected) root.prepend(banner);
+    if (!gone) banner.remove();
+  };
+  if (ref && manager && typeof manager.get_model === "function") {
+    Promise.resolve(manager.get_model(ref)).then((m) => {
+      if (stopped || !m) return;
+      real = m;
+      update();
+      real.on("comm_live_update", update);
+    }).catch(() => {
+    });
+  }
+  return () => {
+    stopped = true;
+    if (real) real.off("comm_live_update", update);
+  };
 }
 
 // src/run_viewer.js
@@ -101,6 +127,7 @@ function render({ model, el }) {
   const historyBox = h("div", "mv-history");
   root.append(controls, notice, warnings, summary, lanesBox, legend, detail, historyBox);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
   const detailTitle = h("div", "mv-detail-title");
   const detailText = h("pre", "mv-text");
   const rerunBox = h("div", "mv-rerun");
@@ -272,6 +299,7 @@ function render({ model, el }) {
   all();
   return () => {
     for (const [name, fn] of handlers) model.off(name, fn);
+    stopWatching();
   };
 }
 var run_viewer_default = { render };

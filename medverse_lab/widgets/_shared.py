@@ -7,9 +7,13 @@ layout), integer vectors as little-endian int32.
 
 from __future__ import annotations
 
+import threading
+import uuid
 from pathlib import Path
 
+import anywidget
 import torch
+import traitlets as t
 
 #: the bundles built from ``widgets/`` (``npm run build``), shipped in the package
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -40,20 +44,36 @@ def unpack_bits(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def placeholder_text(name: str) -> str:
-    """What a saved notebook shows for a widget whose kernel is gone (see :class:`SavedPlaceholder`)."""
+    """What a saved notebook shows for a widget whose kernel is gone (see :class:`SavedPicture`)."""
     return f"{name} — rerun the cell to show this widget (its kernel state is gone)"
 
 
-class SavedPlaceholder:
-    """Mixin: the ``text/plain`` saved next to the widget view says what to do.
+class SavedPicture:
+    """Mixin: a widget's output says what it was, and shows it, to readers without its kernel.
 
-    A notebook keeps a widget's output as two representations: the view (a model id that
-    only the kernel that made it knows) and ``text/plain``. A front end that cannot draw
-    the view shows the text instead: JupyterLab for a notebook it does not trust (one
-    received from someone else), nbconvert, nbviewer, GitHub. Without this the text is
-    ``<...PlanEditor object at 0x...>``. (A notebook JupyterLab saved itself is trusted;
-    its widget manager then writes its own "Error displaying widget: model not found".)
+    A notebook keeps a widget's output as its view (a model id only the kernel that made it
+    knows) and ``text/plain``. A front end that cannot draw the view shows the text
+    instead: JupyterLab for a notebook it does not trust, nbconvert, nbviewer, GitHub.
+    So the text says what the widget was, and displaying the widget adds a second output,
+    an HTML picture of its state (:meth:`picture`), kept current with ``update_display_data``
+    as the widget changes. The picture is its own output because updating an output that
+    holds the view would draw the view anew (losing its zoom, focus and scroll); while the
+    live view is drawn, ``widgets.css`` hides the picture beside it.
     """
+
+    _picture_id: str | None = None
+    _picture_timer: threading.Timer | None = None
+    _picture_shown = ""
+    #: seconds a burst of trait changes settles before the picture is redrawn
+    picture_delay = 0.25
+
+    def picture(self) -> str:
+        """An HTML picture of what the widget shows (inline styles, untrusted text escaped)."""
+        raise NotImplementedError
+
+    def _picture_sources(self) -> list:
+        """The widgets whose trait changes change the picture."""
+        return [self]
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -61,6 +81,61 @@ class SavedPlaceholder:
         if data:
             data["text/plain"] = placeholder_text(type(self).__name__)
         return bundle
+
+    def _picture_bundle(self) -> dict:
+        from .picture import frame
+
+        self._picture_shown = frame(type(self).__name__, self.picture())
+        return {"text/html": self._picture_shown}
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        display(data, metadata=metadata, raw=True)
+        if self._picture_id is None:
+            self._picture_id = uuid.uuid4().hex
+            for source in self._picture_sources():
+                source.observe(self._on_picture_change)
+        display(self._picture_bundle(), raw=True, display_id=self._picture_id)
+
+    def _on_picture_change(self, change) -> None:
+        owner = change["owner"]
+        if change["name"].startswith("_") or not owner.trait_metadata(change["name"], "sync"):
+            return
+        if self._picture_timer is None:  # one redraw per burst (a streaming run sets lanes 10 times a second)
+            self._picture_timer = threading.Timer(self.picture_delay, self.update_picture)
+            self._picture_timer.daemon = True
+            self._picture_timer.start()
+
+    def update_picture(self) -> None:
+        """Redraw the saved picture now (it follows trait changes on its own)."""
+        from IPython.display import update_display
+
+        self._picture_timer = None
+        if self._picture_id is None:
+            return
+        previous = self._picture_shown
+        bundle = self._picture_bundle()
+        if bundle["text/html"] != previous:
+            update_display(bundle, raw=True, display_id=self._picture_id)
+
+
+class LiveView(SavedPicture, anywidget.AnyWidget):
+    """Base of the widgets with a view of their own (an ES module in ``static/``).
+
+    ``_ref`` is the model's own id: a view drawn from widget state saved in the notebook
+    (its kernel gone) asks the widget manager whether that model still has a kernel behind
+    it, and if not says so and stops its controls instead of letting clicks do nothing.
+    """
+
+    _css = CSS
+    _ref = t.Unicode("").tag(sync=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._ref = self.model_id
 
 
 def int32_bytes(values) -> bytes:

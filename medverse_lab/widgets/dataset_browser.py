@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape
 from pathlib import Path
 
-import anywidget
 import ipywidgets as w
 import polars as pl
 import traitlets as t
@@ -28,7 +28,8 @@ import traitlets as t
 from ..check import CHECK_KINDS, check_record
 from ..records import assistant_text, load_records, record_id, replace_assistant, write_jsonl
 from ..plan import Plan, _parse_outline
-from ._shared import CSS, STATIC, SavedPlaceholder, int32_bytes
+from ._shared import STATIC, LiveView, SavedPicture, int32_bytes
+from .picture import plan_picture, table_picture
 from .mask_inspector import MaskInspector
 from .plan_editor import PlanEditor
 
@@ -73,11 +74,10 @@ def _spans(text: str, rows: list[dict]) -> list[dict]:
     return sorted(out, key=lambda s: (s["start"], s["end"]))
 
 
-class RecordTable(SavedPlaceholder, anywidget.AnyWidget):
+class RecordTable(LiveView):
     """The table and the record view of a :class:`DatasetBrowser` (the browser owns it)."""
 
     _esm = STATIC / "dataset_browser.js"
-    _css = CSS
 
     #: the dataset as JSON columns: id, steps, width, errors, warnings, kinds, key, fixed
     columns = t.Unicode("{}").tag(sync=True)
@@ -96,7 +96,7 @@ class RecordTable(SavedPlaceholder, anywidget.AnyWidget):
     notice = t.Unicode("").tag(sync=True)
 
 
-class DatasetBrowser(SavedPlaceholder, w.VBox):
+class DatasetBrowser(SavedPicture, w.VBox):
     """Browse a curated MedVerse dataset, see every problem where it is, fix, save.
 
     ``source`` is a JSONL path or a list of records (MedVerse14k-shaped, as the Curator
@@ -136,6 +136,21 @@ class DatasetBrowser(SavedPlaceholder, w.VBox):
         self.table.on_msg(self._on_frontend_msg)
         self.editor.observe(self._on_plan_edit, names="draft")
         super().__init__(children=[self.table, tabs], **kwargs)
+
+    def picture(self) -> str:
+        table = self.table
+        shown = f" with problem {table.kind!r}" if table.kind not in ("", "any") else (
+            " with errors" if table.kind == "any" else "")
+        shown += f" matching {table.search!r}" if table.search else ""
+        parts = [table_picture(json.loads(table.columns), self.visible, shown, table.notice)]
+        if table.selected >= 0:
+            rec = self.records[table.selected]
+            parts.append(f"<h4>Record {escape(record_id(rec, table.selected + 1))}</h4>"
+                         + plan_picture(self.editor.graph, self.editor.errors))
+        return "".join(parts)
+
+    def _picture_sources(self) -> list:
+        return [self.table, self.editor]
 
     # ----- the table -------------------------------------------------------------------
     def _summary(self, i: int) -> dict:

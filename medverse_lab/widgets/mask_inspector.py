@@ -9,14 +9,14 @@ same visibility matrix :mod:`medverse_lab.topology` builds the masks from.
 from __future__ import annotations
 
 
-import anywidget
 import torch
 import traitlets as t
 
 from ..explanation import explain
 from ..layout import Layout
 from ..topology import MODES, attention_mask, check_mode, position_ids
-from ._shared import CSS, STATIC, SavedPlaceholder, int32_bytes, pack_bits
+from ._shared import STATIC, LiveView, int32_bytes, pack_bits
+from .picture import mask_picture
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.long)
 
@@ -32,7 +32,7 @@ DESCRIPTIONS = {
 }
 
 
-class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
+class MaskInspector(LiveView):
     """The attention mask and position ids of a run or a layout, under every mode.
 
     >>> ml.MaskInspector(run)                           # the mode the run was decoded in
@@ -49,7 +49,6 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
     """
 
     _esm = STATIC / "mask_inspector.js"
-    _css = CSS
 
     modes = t.List(list(MODES)).tag(sync=True)
     descriptions = t.Dict(DESCRIPTIONS).tag(sync=True)
@@ -110,6 +109,9 @@ class MaskInspector(SavedPlaceholder, anywidget.AnyWidget):
             self._refresh()
         self.observe(self._on_modes, names=["mode", "diff_mode"])
         self._observing = True
+
+    def picture(self) -> str:
+        return mask_picture(self.T, self.mask, self.segments, self.mode, self.notice)
 
     # ----- data --------------------------------------------------------------------------
     def _token_texts(self, layout: Layout, tokenizer) -> list[str]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import threading
 
-import anywidget
 import traitlets as t
 
 from ..errors import PlanError
 from ..petri import SOURCE, PetriNet, place
 from ..plan import Plan, Step
-from ._shared import CSS, STATIC, SavedPlaceholder
+from ._shared import STATIC, LiveView
+from .picture import plan_picture
 
 
 def _problem_dict(p) -> dict:
@@ -40,7 +40,8 @@ def petri_layout(plan: Plan) -> dict:
     centred. Nodes are keyed by the step's index in the plan (so a draft with a duplicate
     id still draws); arcs go source -> root transitions, done place of a dependency ->
     dependent's transition, transition -> its done place. Unknown dependencies draw no arc.
-    Works for invalid drafts too (a cycle or forward dependency just draws a back arc).
+    Works for invalid drafts too: an arc of a cycle or a forward dependency has ``back``
+    set, and is drawn around the boxes, under the net.
     """
     steps = list(plan.steps)
     first = {}
@@ -69,12 +70,12 @@ def petri_layout(plan: Plan) -> dict:
             known = [d for d in s.deps if d in first]
             if not known and not s.deps:
                 arcs.append({"from": "source", "to": f"t{i}"})
-            for d in known:
-                arcs.append({"from": f"p{first[d]}", "to": f"t{i}", "dep": d})
+            for d in known:  # "back": the needed step is drawn at or right of this one (a cycle, a forward dep)
+                arcs.append({"from": f"p{first[d]}", "to": f"t{i}", "dep": d, "back": depth[first[d]] >= level})
     return {"nodes": nodes, "arcs": arcs, "cols": 2 * len(by_level) + 1, "rows": tallest}
 
 
-class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
+class PlanEditor(LiveView):
     """Edit a plan as a Petri net in the notebook, validated at every edit.
 
     >>> editor = ml.PlanEditor(plan)      # draw it, click to edit
@@ -89,7 +90,6 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
     """
 
     _esm = STATIC / "plan_editor.js"
-    _css = CSS
 
     #: the plan being edited, possibly invalid: ``{"steps": [{"id", "description", "deps"}]}``
     draft = t.Unicode('{"steps": []}').tag(sync=True)
@@ -136,6 +136,9 @@ class PlanEditor(SavedPlaceholder, anywidget.AnyWidget):
         self.question = question
         self._load(_draft_of(plan))
         self.on_msg(self._on_frontend_msg)
+
+    def picture(self) -> str:
+        return plan_picture(self.graph, self.errors, self.notice, self.warning, self.selected)
 
     # ----- state -----------------------------------------------------------------------
     @property

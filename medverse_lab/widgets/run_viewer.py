@@ -16,11 +16,11 @@ import re
 import threading
 import time
 
-import anywidget
 import traitlets as t
 
 from ..topology import ENGINE_MODES
-from ._shared import CSS, STATIC, SavedPlaceholder
+from ._shared import STATIC, LiveView
+from .picture import run_picture
 
 
 def run_summary(run) -> dict:
@@ -127,7 +127,7 @@ def word_diff(old: str, new: str) -> list[list[str]]:
     return out
 
 
-class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
+class RunViewer(LiveView):
     """Watch a run decode, read its steps, rerun one, compare versions.
 
     >>> viewer = ml.RunViewer(engine)            # type a question, press Run
@@ -139,7 +139,6 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
     """
 
     _esm = STATIC / "run_viewer.js"
-    _css = CSS
 
     question = t.Unicode("").tag(sync=True)
     mode = t.Unicode("dag").tag(sync=True)
@@ -186,6 +185,9 @@ class RunViewer(SavedPlaceholder, anywidget.AnyWidget):
             self._add(run, {"kind": "run"}, parent=None)
         self.observe(self._on_current, names="current")
         self.on_msg(self._on_frontend_msg)
+
+    def picture(self) -> str:
+        return run_picture(self.question, self.lanes, self.summary, self.notice)
 
     # ----- the run shown -------------------------------------------------------------------
     @property

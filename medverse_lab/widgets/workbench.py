@@ -12,7 +12,7 @@ import ipywidgets as w
 import traitlets as t
 
 from ..plan import Plan, Step
-from ._shared import SavedPlaceholder
+from ._shared import SavedPicture
 from .mask_inspector import MaskInspector
 from .plan_editor import PlanEditor
 from .run_viewer import RunViewer
@@ -24,7 +24,7 @@ def question_text(q) -> str:
     return f"{q.question.strip()}\n{options}" if options else q.question.strip()
 
 
-class Workbench(SavedPlaceholder, w.VBox):
+class Workbench(SavedPicture, w.VBox):
     """``ml.Workbench(engine, questions="questions.jsonl")``: everything on one page.
 
     Attributes: ``viewer`` (RunViewer), ``editor`` (PlanEditor), ``inspector``
@@ -62,6 +62,19 @@ class Workbench(SavedPlaceholder, w.VBox):
         self.add_class("mv-workbench")
         if self.viewer.run is not None:
             self._on_run()
+
+    def picture(self) -> str:
+        from .picture import mask_picture, plan_picture, run_picture
+
+        v, e, m = self.viewer, self.editor, self.inspector
+        parts = [run_picture(v.question, v.lanes, v.summary, v.notice), "<h4>Plan</h4>",
+                 plan_picture(e.graph, e.errors, e.notice, e.warning, e.selected)]
+        if m is not None:
+            parts += ["<h4>Mask</h4>", mask_picture(m.T, m.mask, m.segments, m.mode, m.notice)]
+        return "".join(parts)
+
+    def _picture_sources(self) -> list:
+        return [self.viewer, self.editor]
 
     def _on_pick(self, change) -> None:
         if change["new"] is not None and change["new"] >= 0:

@@ -47,3 +47,37 @@ export function clip(text, n) {
   const str = String(text);
   return str.length > n ? str.slice(0, n - 1) + "…" : str;
 }
+
+/**
+ * Mark `root` when its model has no kernel behind it: the view was drawn from widget
+ * state saved in the notebook, and its kernel is gone (or went away while it is shown).
+ * Then a line says so and the controls stop taking clicks. Python sets the trait `_ref`
+ * to the model's own id, so the widget manager can hand over the model itself, whose
+ * `comm_live` tells. Returns the function that stops watching (for the view's cleanup).
+ */
+export function watchKernel(model, root) {
+  const ref = model.get("_ref");
+  const manager = model.widget_manager;
+  let real = null;
+  let stopped = false;
+  const banner = h("div", "mv-kernel-gone", "This widget was saved with the notebook and its kernel is gone: " +
+    "its controls do nothing. Run the cell again to use it.", { role: "alert" });
+  const update = () => {
+    const gone = real.comm_live === false;
+    root.classList.toggle("mv-no-kernel", gone);
+    if (gone && !banner.isConnected) root.prepend(banner);
+    if (!gone) banner.remove();
+  };
+  if (ref && manager && typeof manager.get_model === "function") {
+    Promise.resolve(manager.get_model(ref)).then((m) => {
+      if (stopped || !m) return;
+      real = m;
+      update();
+      real.on("comm_live_update", update);
+    }).catch(() => {});
+  }
+  return () => {
+    stopped = true;
+    if (real) real.off("comm_live_update", update);
+  };
+}

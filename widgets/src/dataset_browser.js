@@ -1,7 +1,7 @@
 // DatasetBrowser view (the RecordTable model): a filterable table of records drawn as a
 // virtual list (only the rows in view exist in the DOM), and the selected record's text with
 // each problem's span marked. Python filters and re-checks; this view only draws and asks.
-import { button, bytesOf, h } from "./_dom.js";
+import { button, bytesOf, h, watchKernel } from "./_dom.js";
 
 const ROW_H = 24;
 const COLS = [
@@ -60,6 +60,7 @@ function render({ model, el }) {
   table.append(header, scroller, empty);
   root.append(toolbar, notice, table, record, saveBar);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
 
   // ----- drawing ---------------------------------------------------------------------
   function toggleEdit(on) {
@@ -188,7 +189,10 @@ function render({ model, el }) {
   drawColumns();
   drawRecord();
   notice.textContent = model.get("notice");
-  return () => { for (const [name, fn] of handlers) model.off(name, fn); };
+  return () => {
+    for (const [name, fn] of handlers) model.off(name, fn);
+    stopWatching();
+  };
 }
 
 export default { render };

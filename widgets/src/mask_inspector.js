@@ -5,7 +5,7 @@
 // any differing cell wins). Ctrl (or Cmd) + wheel and the +/- buttons zoom; a plain wheel
 // is left to the page, so scrolling the notebook over the mask scrolls the notebook.
 // Dragging pans, a double click resets.
-import { bytesOf, cssVar, h } from "./_dom.js";
+import { bytesOf, cssVar, h, watchKernel } from "./_dom.js";
 
 const M = 560; // largest matrix size in CSS pixels; a smaller mask gets a smaller canvas
 const BAND = 18; // segment bands above and left of the matrix
@@ -91,6 +91,7 @@ function render({ model, el }) {
   const notice = h("div", "mv-notice");
   root.append(controls, caption, legend, stage, hoverLine, explainBox, notice);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
 
   // The canvas fits the mask (no dead band under a small one): sized again when T changes.
   let S = 0; // matrix size in px: the drawn size at every zoom
@@ -599,6 +600,7 @@ function render({ model, el }) {
   showControls();
   showExplanation();
   return () => {
+    stopWatching();
     themeWatch.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, onData);
     for (const name of textTraits) model.off(`change:${name}`, showControls);

@@ -1,7 +1,7 @@
 // PlanEditor view: draws the Petri net Python lays out (model "graph") and sends edit
 // commands back; Python validates every edit and updates the traits. All state lives in
 // this render() call, so several views of one widget work side by side.
-import { button, clip, h, s } from "./_dom.js";
+import { button, clip, h, s, watchKernel } from "./_dom.js";
 
 const COL = 125; // horizontal distance between a place and a transition
 const ROW = 66;
@@ -13,6 +13,19 @@ const R = 14; // place radius
 const x = (col) => PAD + col * COL;
 const y = (row) => PAD + row * ROW;
 const halfWidth = (node) => (node.kind === "transition" ? BOX_W / 2 : R);
+
+/** An arc to a node on the right: one S-curve. */
+function forwardArc(x1, y1, x2, y2) {
+  const c = Math.max(Math.abs(x2 - x1) / 2, 40);
+  return `M${x1},${y1} C${x1 + c},${y1} ${x2 - c},${y2} ${x2},${y2}`;
+}
+
+/** An arc back to a node on the left (or in the same column): down past the bottom row
+ * at height `below`, across under every box, and up into the target from its left. */
+function backArc(x1, y1, x2, y2, below) {
+  return `M${x1},${y1} C${x1 + 40},${y1} ${x1 + 40},${below} ${x1},${below} L${x2},${below} ` +
+    `C${x2 - 40},${below} ${x2 - 40},${y2} ${x2},${y2}`;
+}
 
 function render({ model, el }) {
   let linkFrom = null; // step id clicked first while linking dependencies
@@ -58,6 +71,7 @@ function render({ model, el }) {
   const problemList = h("ul", "mv-problems");
   root.append(toolbar, runBox, notice, warning, body, status, problemList);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
 
   // ----- side panel: the selected step ------------------------------------------------
   const sideTitle = h("div", "mv-side-title");
@@ -157,13 +171,17 @@ function render({ model, el }) {
     svg.replaceChildren();
     if (!graph || !graph.nodes) return;
     const width = x(Math.max(graph.cols - 1, 0)) + PAD + BOX_W / 2;
-    const height = y(Math.max(graph.rows - 1, 0)) + PAD + BOX_H / 2;
+    // arcs that go back (a cycle, a forward dependency) run under the net, one lane each
+    const bottom = y(Math.max(graph.rows - 1, 0)) + BOX_H / 2;
+    const backs = graph.arcs.filter((arc) => arc.back).length;
+    const height = bottom + PAD + 12 * backs;
     svg.setAttribute("width", width);
     svg.setAttribute("height", height);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     const byKey = new Map(graph.nodes.map((n) => [n.key, n]));
 
     const arcs = s("g", { class: "mv-arcs" });
+    let lane = 0;
     for (const arc of graph.arcs) {
       const a = byKey.get(arc.from);
       const b = byKey.get(arc.to);
@@ -172,9 +190,8 @@ function render({ model, el }) {
       const y1 = y(a.row);
       const x2 = x(b.col) - halfWidth(b) - 2;
       const y2 = y(b.row);
-      const c = Math.max(Math.abs(x2 - x1) / 2, 40);
-      const g = s("g", { class: "mv-arc", "data-from": arc.from, "data-to": arc.to });
-      g.append(s("path", { d: `M${x1},${y1} C${x1 + c},${y1} ${x2 - c},${y2} ${x2},${y2}` }));
+      const g = s("g", { class: arc.back ? "mv-arc mv-back" : "mv-arc", "data-from": arc.from, "data-to": arc.to });
+      g.append(s("path", { d: arc.back ? backArc(x1, y1, x2, y2, bottom + 10 + 12 * ++lane) : forwardArc(x1, y1, x2, y2) }));
       g.append(s("polygon", { points: `${x2},${y2} ${x2 - 8},${y2 - 4} ${x2 - 8},${y2 + 4}` }));
       arcs.append(g);
     }
@@ -300,6 +317,7 @@ function render({ model, el }) {
   redraw();
 
   return () => {
+    stopWatching();
     clearTimeout(describeTimer);
     for (const name of traits) model.off(`change:${name}`, redraw);
   };

@@ -2,7 +2,7 @@
 // tokens in; a bar per lane on a timeline of forward calls, the critical path marked; the
 // selected step's text, rerun controls and the word diff against the previous version;
 // the run history. Text is always set as textContent.
-import { button, clip, h } from "./_dom.js";
+import { button, clip, h, watchKernel } from "./_dom.js";
 
 const capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 const SPACE = /\s$|^\s/;
@@ -61,6 +61,7 @@ function render({ model, el }) {
   const historyBox = h("div", "mv-history");
   root.append(controls, notice, warnings, summary, lanesBox, legend, detail, historyBox);
   el.append(root);
+  const stopWatching = watchKernel(model, root);
 
   // ----- detail: the selected branch ---------------------------------------------------------
   const detailTitle = h("div", "mv-detail-title");
@@ -194,7 +195,10 @@ function render({ model, el }) {
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
   all();
-  return () => { for (const [name, fn] of handlers) model.off(name, fn); };
+  return () => {
+    for (const [name, fn] of handlers) model.off(name, fn);
+    stopWatching();
+  };
 }
 
 export default { render };
