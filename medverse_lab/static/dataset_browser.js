@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:88802f04352d9ab14605824a549a6bf119a5203d21074cfeb2d3a1a080019a26 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:ff93f8622d74140ed763084b65982a209cc98d408722c3c6905917c86b1a7fb1 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -96,12 +96,20 @@ function render({ model, el }) {
   record.append(recordTitle, recordBar, textBox, editor, problemList);
   const saveBar = h("div", "mv-toolbar");
   const pathInput = h("input", "mv-save-path", null, { type: "text", placeholder: "fixed.jsonl" });
+  const savePath = () => pathInput.value || "fixed.jsonl";
   const saveBtn = button(
     "Save as",
     "Write every record, fixed ones replaced, to a new JSONL file",
-    () => model.send({ type: "save", path: pathInput.value || "fixed.jsonl" })
+    () => model.send({ type: "save", path: savePath() })
   );
-  saveBar.append(pathInput, saveBtn);
+  const overwriteBtn = button(
+    "Overwrite",
+    "Replace the existing file with the records as they are now",
+    () => model.send({ type: "save", path: savePath(), overwrite: true }),
+    "mv-button mv-danger"
+  );
+  const saveStatus = h("span", "mv-save-status", null, { role: "status" });
+  saveBar.append(pathInput, saveBtn, saveStatus, overwriteBtn);
   const table = h("div", "mv-table");
   const empty = h("div", "mv-empty", null, { role: "status" });
   table.append(header, scroller, empty);
@@ -199,6 +207,13 @@ function render({ model, el }) {
     }));
     if (!editing) toggleEdit(false);
   }
+  function drawSaveStatus() {
+    const st = model.get("save_status") || {};
+    saveStatus.textContent = st.message || "";
+    saveStatus.className = `mv-save-status mv-${st.kind || "none"}`;
+    overwriteBtn.hidden = !(st.kind === "exists" && st.path === savePath());
+  }
+  pathInput.addEventListener("input", drawSaveStatus);
   kindSelect.addEventListener("change", () => set("kind", kindSelect.value));
   let searchTimer = null;
   searchInput.addEventListener("input", () => {
@@ -235,7 +250,8 @@ function render({ model, el }) {
     ["change:problems", drawRecord],
     ["change:notice", () => {
       notice.textContent = model.get("notice");
-    }]
+    }],
+    ["change:save_status", drawSaveStatus]
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
   searchInput.value = model.get("search");
@@ -243,6 +259,7 @@ function render({ model, el }) {
   drawColumns();
   drawRecord();
   notice.textContent = model.get("notice");
+  drawSaveStatus();
   return () => {
     for (const [name, fn] of handlers) model.off(name, fn);
     stopWatching();

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:88802f04352d9ab14605824a549a6bf119a5203d21074cfeb2d3a1a080019a26 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:ff93f8622d74140ed763084b65982a209cc98d408722c3c6905917c86b1a7fb1 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

@@ -94,6 +94,9 @@ class RecordTable(LiveView):
     spans = t.List().tag(sync=True)
     problems = t.List().tag(sync=True)
     notice = t.Unicode("").tag(sync=True)
+    #: the last Save as from the view, shown by its button: ``{"kind": "ok" | "exists" | "error",
+    #: "message", "path", "n"}`` (``exists``: the view offers to overwrite; ``n`` counts attempts)
+    save_status = t.Dict().tag(sync=True)
 
 
 class DatasetBrowser(SavedPicture, w.VBox):
@@ -338,9 +341,22 @@ class DatasetBrowser(SavedPicture, w.VBox):
             if content.get("type") == "fix_text":
                 self.fix_text(int(content["index"]), str(content["text"]))
             elif content.get("type") == "save":
-                self.save(str(content["path"]))
-        except (KeyError, ValueError, FileExistsError, IndexError, TypeError) as exc:
+                self._save_from_view(str(content["path"]), bool(content.get("overwrite")))
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
             self.table.notice = str(exc)
+
+    def _save_from_view(self, path: str, overwrite: bool) -> None:
+        """Save as asked by the view; the outcome goes next to its button."""
+        status = {"path": path, "n": self.table.save_status.get("n", 0) + 1}
+        try:
+            self.save(path, overwrite=overwrite)
+        except FileExistsError:
+            status.update(kind="exists", message=f"{Path(path).name} exists. Overwrite it?")
+        except (ValueError, OSError) as exc:
+            status.update(kind="error", message=f"not saved: {exc}")
+        else:
+            status.update(kind="ok", message=self.table.notice)
+        self.table.save_status = status
 
 
 def _layout(trace, tokenizer):

@@ -84,7 +84,46 @@ def test_fix_a_record_by_clicking_and_save(notebook, lab, artifacts):
     problems = ml.check_dataset([saved[pair["index"]]])
     assert problems.filter(problems["severity"] == "error").height == 0
     assert ml.check_dataset([broken[pair["index"]]])["kind"].to_list().count("forward-dependency") == 1
+
+    # Save as a name that exists: the button's status asks, and Overwrite replaces the file
+    status, overwrite = view.locator(".mv-save-status"), view.get_by_role("button", name="Overwrite")
+    (lab.root / "clicked.jsonl").write_text("stale\n")
+    view.get_by_role("button", name="Save as").click()
+    page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-save-status').classList.contains('mv-exists')")
+    assert status.inner_text() == "clicked.jsonl exists. Overwrite it?" and overwrite.is_visible()
+    assert (lab.root / "clicked.jsonl").read_text() == "stale\n"  # nothing written yet
+    nb.screenshots(view.locator(".mv-save-path").locator(".."), artifacts / "dataset-browser-overwrite")
+    overwrite.click()
+    page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-save-status').classList.contains('mv-ok')")
+    assert status.inner_text().startswith("saved") and overwrite.is_hidden()
+    assert len((lab.root / "clicked.jsonl").read_text().splitlines()) == len(broken)
+    # the dataset being browsed is never overwritten: the error shows by the button, no Overwrite offered
+    view.locator(".mv-save-path").fill("broken.jsonl")
+    view.get_by_role("button", name="Save as").click()
+    page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-save-status').classList.contains('mv-error')")
+    assert "is the dataset being browsed" in status.inner_text() and overwrite.is_hidden()
     assert page.js_errors == []
+
+
+def test_after_run_all_the_browser_still_shows_the_broken_records(notebook, tmp_path):
+    import nbformat
+
+    quick = nbformat.read(NB05, as_version=4)
+    quick.cells[1].source = quick.cells[1].source.replace('os.environ.get("MEDVERSE_WORKSHOP_QUICK") == "1"', "True")
+    nbformat.write(quick, tmp_path / "nb05.ipynb")
+    nb = notebook(path=tmp_path / "nb05.ipynb")
+    nb.run_all(timeout=600_000)
+    view = nb.panel.locator(".mv-dataset-browser")
+    view.locator(".mv-row[data-index]").first.wait_for()
+    view.locator("select.mv-kind").select_option("any")
+    nb.page.wait_for_function("document.querySelector('.mv-dataset-browser .mv-count').textContent.includes(' of ')")
+    shown, total = nb.page.wait_for_function(
+        "(() => { const m = document.querySelector('.mv-dataset-browser .mv-count').textContent"
+        ".match(/^([\\d,]+) of ([\\d,]+)/); return m && m[1] !== m[2] ? [m[1], m[2]] : null; })()").json_value()
+    assert int(shown) > 0  # records with errors, left for the participant
+    outputs = "\n".join(nb.output(i) for i in range(len(quick.cells)) if quick.cells[i].cell_type == "code")
+    assert "fixed.jsonl: 0 errors" in outputs  # while the scripted copy fixed them all
+    assert "Traceback" not in outputs
 
 
 BIG = """\

@@ -51,9 +51,13 @@ function render({ model, el }) {
 
   const saveBar = h("div", "mv-toolbar");
   const pathInput = h("input", "mv-save-path", null, { type: "text", placeholder: "fixed.jsonl" });
+  const savePath = () => pathInput.value || "fixed.jsonl";
   const saveBtn = button("Save as", "Write every record, fixed ones replaced, to a new JSONL file",
-    () => model.send({ type: "save", path: pathInput.value || "fixed.jsonl" }));
-  saveBar.append(pathInput, saveBtn);
+    () => model.send({ type: "save", path: savePath() }));
+  const overwriteBtn = button("Overwrite", "Replace the existing file with the records as they are now",
+    () => model.send({ type: "save", path: savePath(), overwrite: true }), "mv-button mv-danger");
+  const saveStatus = h("span", "mv-save-status", null, { role: "status" });
+  saveBar.append(pathInput, saveBtn, saveStatus, overwriteBtn);
 
   const table = h("div", "mv-table");
   const empty = h("div", "mv-empty", null, { role: "status" }); // a filter that matches nothing says so
@@ -155,7 +159,16 @@ function render({ model, el }) {
     if (!editing) toggleEdit(false);
   }
 
+  function drawSaveStatus() {
+    const st = model.get("save_status") || {};
+    saveStatus.textContent = st.message || "";
+    saveStatus.className = `mv-save-status mv-${st.kind || "none"}`;
+    // overwrite is offered for the file named, until the name changes
+    overwriteBtn.hidden = !(st.kind === "exists" && st.path === savePath());
+  }
+
   // ----- events ------------------------------------------------------------------------
+  pathInput.addEventListener("input", drawSaveStatus);
   kindSelect.addEventListener("change", () => set("kind", kindSelect.value));
   let searchTimer = null;
   searchInput.addEventListener("input", () => {
@@ -182,6 +195,7 @@ function render({ model, el }) {
     ["change:selected", () => { drawRows(); drawRecord(); }],
     ["change:text", drawRecord], ["change:spans", drawRecord], ["change:problems", drawRecord],
     ["change:notice", () => { notice.textContent = model.get("notice"); }],
+    ["change:save_status", drawSaveStatus],
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
   searchInput.value = model.get("search");
@@ -189,6 +203,7 @@ function render({ model, el }) {
   drawColumns();
   drawRecord();
   notice.textContent = model.get("notice");
+  drawSaveStatus();
   return () => {
     for (const [name, fn] of handlers) model.off(name, fn);
     stopWatching();
