@@ -213,3 +213,27 @@ def test_run_button_fires_the_net_as_the_engine_decodes(notebook, artifacts):
     s = json.loads(nb.run(1).strip().splitlines()[-1])
     assert sorted(s["fired"]) == ["1", "2", "3", "4", "5"] and s["steps"] == 5 and not s["busy"]
     view.screenshot(path=str(artifacts / "plan_editor-run-light.png"))
+
+
+def test_a_backward_arc_runs_under_the_boxes_not_through_them(notebook, artifacts):
+    # step 1 needs step 3, which is drawn right of it: the arc must go back, around the boxes
+    nb = notebook(["import medverse_lab as ml\neditor = ml.PlanEditor(ml.Plan([ml.Step('1', 'history', ['3']), "
+                   "ml.Step('2', 'exam'), ml.Step('3', 'labs -> anaemia', ['2'])]))\neditor"])
+    nb.run(0)
+    view = nb.panel.locator(".mv-plan-editor")
+    back = view.locator(".mv-arc.mv-back")
+    back.first.wait_for()
+    assert back.count() == 1 and back.get_attribute("data-to") == "t0"
+    boxes = [b.bounding_box() for b in view.locator(".mv-transition rect").all()]
+    # the arc's lowest run lies under every box; its bounding box spans from step 3's place back to step 1
+    arc = back.locator("path").bounding_box()
+    assert arc["y"] + arc["height"] > max(b["y"] + b["height"] for b in boxes) + 5
+    texts = [t.bounding_box() for t in view.locator(".mv-transition text").all()]
+    path = back.locator("path")
+    below = path.evaluate("p => { const n = p.getTotalLength(); const pts = []; for (let i = 0; i <= 100; i++) {"
+                          " const q = p.getPointAtLength(n * i / 100); pts.push([q.x, q.y]); } return pts; }")
+    svg = view.locator("svg.mv-net").bounding_box()
+    for x, y in below:  # no point of the arc falls inside a label
+        px, py = svg["x"] + x, svg["y"] + y
+        assert not any(t["x"] <= px <= t["x"] + t["width"] and t["y"] <= py <= t["y"] + t["height"] for t in texts)
+    nb.screenshots(view, artifacts / "plan-editor-back-arc")
