@@ -1,15 +1,12 @@
 """`medverse-lab serve` over real HTTP: the server runs as its own process on a free port
-(the embedded teaching model), clients are the `openai` package and plain httpx."""
+(the embedded teaching model), clients are the `openai` package and plain httpx. The happy
+path and bad input here; fields clients use, access and faults in test_serve_*.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,55 +14,15 @@ import pytest
 import medverse_lab as ml
 from medverse_lab.questions import format_question, load_questions
 
-from conftest import free_port, wait_for_http
+from serve_util import (CAP, MODEL, PHASE_CAPS, QUESTION, alone, chat_turn_of, client, completion_of,  # noqa: F401
+                        engine, reply_tokens, server)
 
 pytestmark = pytest.mark.slow
-CAP = 200  # max tokens per phase (the same caps for the run decoded alone)
-QUESTION = (Path(ml.__file__).parent / "examples" / "question.txt").read_text(encoding="utf-8").strip()
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "medverse_lab.cli", "serve", "--port", str(port), "--max-batch", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(proc, f"{url}/health", 120)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return ml.Engine.load()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from openai import OpenAI
-
-    return OpenAI(base_url=f"{server}/v1", api_key="not-needed", max_retries=0, timeout=120)
-
-
-def alone(engine, question, **kw):
-    return engine.run(question, temperature=0, max_plan_tokens=CAP, max_step_tokens=CAP, max_conclusion_tokens=CAP,
-                      **kw)
-
-
-def completion_of(engine, run) -> str:
-    return engine.decode(run.layout.base.token_ids[len(engine.encode(run.prompt)):])
-
-
-def chat_turn_of(engine, run) -> str:
-    """A chat reply: the whole assistant turn, ``<Think>`` (the prompt's last line) to ``</Think>``."""
-    return "<Think>\n" + completion_of(engine, run)
 
 
 # ----- the OpenAI shapes -----------------------------------------------------------------------
 def test_chat_completion_with_the_openai_client(client, engine):
-    reply = client.chat.completions.create(model="medverse-teaching-model", temperature=0, max_tokens=CAP,
+    reply = client.chat.completions.create(model=MODEL, temperature=0, extra_body=PHASE_CAPS,
                                            messages=[{"role": "user", "content": QUESTION}])
     run = alone(engine, QUESTION)
     text = reply.choices[0].message.content
@@ -76,17 +33,18 @@ def test_chat_completion_with_the_openai_client(client, engine):
     assert mv["steps"] == run.steps == trace.step_texts and mv["answer"] == run.answer
     assert mv["plan"] == [{"id": s.id, "description": s.description, "deps": list(s.deps)} for s in run.plan.steps]
     assert mv["mode"] == "dag" and set(mv["timings"]) == {"prefill", "plan", "steps", "conclusion", "total"}
-    assert reply.usage.completion_tokens == run.layout.T - len(engine.encode(run.prompt))
+    assert reply.usage.completion_tokens == reply_tokens(engine, run)
+    assert reply.usage.prompt_tokens == len(engine.encode(run.prompt))
 
 
 def test_a_request_without_temperature_samples_as_the_model_says(client, engine):
     assert engine.sampling["temperature"] == 0.0  # the teaching model's generation config: greedy
-    reply = client.chat.completions.create(model="m", max_tokens=CAP, messages=[{"role": "user", "content": QUESTION}])
+    reply = client.chat.completions.create(model=MODEL, extra_body=PHASE_CAPS, messages=[{"role": "user", "content": QUESTION}])
     assert reply.choices[0].message.content == chat_turn_of(engine, alone(engine, QUESTION))
 
 
 def test_chat_stream_sends_the_turn_in_order_and_branch_tokens_live(client, engine):
-    stream = client.chat.completions.create(model="m", temperature=0, max_tokens=CAP, stream=True,
+    stream = client.chat.completions.create(model=MODEL, temperature=0, extra_body=PHASE_CAPS, stream=True,
                                             messages=[{"role": "user", "content": QUESTION}])
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -101,7 +59,7 @@ def test_chat_stream_sends_the_turn_in_order_and_branch_tokens_live(client, engi
 
 
 def test_text_completion_and_models(client, engine, server):
-    reply = client.completions.create(model="m", prompt=QUESTION, temperature=0, max_tokens=CAP)
+    reply = client.completions.create(model=MODEL, prompt=QUESTION, temperature=0, extra_body=PHASE_CAPS)
     assert reply.choices[0].text == completion_of(engine, alone(engine, QUESTION))
     assert [m.id for m in client.models.list().data] == ["medverse-teaching-model"]
     health = httpx.get(f"{server}/health").json()
@@ -112,9 +70,9 @@ def test_text_completion_and_models(client, engine, server):
 def test_a_plan_and_mode_in_the_body(client, engine, mode):
     plan = "Transient Step 1: fever -> infection; Dependency: []\nTransient Step 2: infection -> antibiotics; " \
            "Dependency: [1]"
-    reply = client.chat.completions.create(model="m", temperature=0, max_tokens=CAP, stream=True,
+    reply = client.chat.completions.create(model=MODEL, temperature=0, stream=True,
                                            messages=[{"role": "user", "content": QUESTION}],
-                                           extra_body={"mode": mode, "plan": plan})
+                                           extra_body={"mode": mode, "plan": plan, **PHASE_CAPS})
     chunks = list(reply)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     run = alone(engine, QUESTION, mode=mode, plan=plan)
@@ -127,8 +85,8 @@ def test_a_plan_and_mode_in_the_body(client, engine, mode):
 def test_generate_in_the_public_clients_shape(server, engine):
     prompt = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
               f"<|im_start|>user\nQuestion:\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n<Think>\n")
-    body = {"text": prompt, "sampling_params": {"temperature": 0, "top_p": 0.95, "max_new_tokens": CAP,
-                                                "skip_special_tokens": False, "stop": ["<|im_end|>"]}}
+    body = {"text": prompt, **PHASE_CAPS, "sampling_params": {"temperature": 0, "top_p": 0.95, "max_new_tokens": 1900,
+                                                              "skip_special_tokens": False, "stop": ["<|im_end|>"]}}
     r = httpx.post(f"{server}/generate", json=body, timeout=120)
     assert r.status_code == 200
     out = r.json()
@@ -154,7 +112,7 @@ def test_32_concurrent_clients_each_get_their_own_answer(server, engine):
 
     def ask(q):
         r = httpx.post(f"{server}/v1/chat/completions", timeout=300, json={
-            "model": "m", "temperature": 0, "max_tokens": CAP, "messages": [{"role": "user", "content": q}]})
+            "model": MODEL, "temperature": 0, **PHASE_CAPS, "messages": [{"role": "user", "content": q}]})
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -174,44 +132,85 @@ def test_32_concurrent_clients_each_get_their_own_answer(server, engine):
 
 
 # ----- bad requests get a 4xx naming the field; the server keeps serving ---------------------
+Q = [{"role": "user", "content": "q"}]
+CHAT, TEXT = "/v1/chat/completions", "/v1/completions"
+
+
 @pytest.mark.parametrize("path,body,status,param", [
-    ("/v1/chat/completions", b"{not json", 400, "body"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "mode": "fast"}, 400, "mode"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "max_tokens": -5}, 400, "max_tokens"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "max_tokens": 10**9}, 400,
-     "max_tokens"),
-    ("/v1/chat/completions", {"model": "m"}, 400, "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "system", "content": "be brief"}]}, 400, "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "n": 3}, 400, "n"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "plan": "no outline"}, 400, "plan"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "temperature": -1}, 400,
-     "temperature"),
-    ("/v1/completions", {"model": "m"}, 400, "prompt"),
+    (CHAT, b"{not json", 400, "body"),
+    (CHAT, {"messages": Q, "mode": "fast"}, 400, "mode"),
+    (CHAT, {"messages": Q, "max_tokens": -5}, 400, "max_tokens"),
+    (CHAT, {"messages": Q, "max_tokens": 10**9}, 400, "max_tokens"),
+    (CHAT, {"model": MODEL}, 400, "messages"),
+    (CHAT, {"messages": [{"role": "system", "content": "be brief"}]}, 400, "messages"),
+    (CHAT, {"messages": [*Q, {"role": "assistant", "content": "a"}]}, 400, "messages"),
+    (CHAT, {"messages": Q, "n": 99}, 400, "n"),
+    (CHAT, {"messages": Q, "plan": "no outline"}, 400, "plan"),
+    (CHAT, {"messages": Q, "temperature": -1}, 400, "temperature"),
+    # a non-string content part, a lone surrogate: 400 naming the field (once a 500)
+    (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, 400, "messages.0.content.0.text"),
+    (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
+     "messages.0.content.0.type"),
+    (CHAT, b'{"messages": [{"role": "user", "content": "\\ud800 lone"}]}', 400, "messages.0.content"),
+    (CHAT, b'{"messages": [{"role": "user", "content": "q"}], "stop": ["\\udfff"]}', 400, "stop.0"),
+    (CHAT, b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', 400, "body"),  # not UTF-8
+    (CHAT, {"messages": Q, "seed": 2**64}, 400, "seed"),
+    (CHAT, {"messages": Q, "seed": -(2**63) - 1}, 400, "seed"),
+    (CHAT, {"messages": Q, "model": "gpt-4o"}, 404, "model"),  # vLLM's answer to an unknown model
+    (CHAT, {"messages": Q, "response_format": {"type": "json_object"}}, 400, "response_format"),
+    (CHAT, {"messages": Q, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+    (CHAT, {"messages": Q, "top_logprobs": 3}, 400, "top_logprobs"),
+    (TEXT, {"model": MODEL}, 400, "prompt"),
+    (TEXT, {"prompt": "q", "model": "nope"}, 404, "model"),
+    (TEXT, {"prompt": "q", "echo": True}, 400, "echo"),
     ("/generate", {"sampling_params": {}}, 400, "text"),
     ("/generate", {"text": "q", "sampling_params": {"max_new_tokens": 0}}, 400, "sampling_params.max_new_tokens"),
+    ("/generate", {"text": "q", "sampling_params": {"seed": 2**70}}, 400, "sampling_params.seed"),
     ("/generate", [1, 2], 400, "body"),
     ("/generate", {"text": "q" * (2 << 20)}, 413, "body"),
 ])
 def test_bad_requests_are_refused_by_name(server, path, body, status, param):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = httpx.post(server + path, content=content, headers={"Content-Type": "application/json"}, timeout=60)
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert err["param"] == param and err["message"] and "Traceback" not in r.text
+    with httpx.Client(timeout=60) as http:  # one keep-alive connection: the refusal must not reset it
+        r = http.post(server + path, content=content, headers={"Content-Type": "application/json"})
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and err["message"] and err["code"] == status and "Traceback" not in r.text
+        assert err["type"] == ("NotFoundError" if status == 404 else "invalid_request_error")
+        assert http.get(f"{server}/health").json()["status"] == "ok"  # same client, the connection still serves
+
+
+@pytest.mark.parametrize("method,path,status", [("GET", "/nowhere", 404), ("GET", CHAT, 405), ("DELETE", "/health", 405),
+                                                ("GET", "/docs", 404), ("GET", "/openapi.json", 404)])
+def test_unknown_routes_and_methods_answer_in_the_openai_error_shape(server, method, path, status):
+    r = httpx.request(method, server + path, timeout=30)
+    assert r.status_code == status and r.json()["error"]["code"] == status and r.json()["error"]["message"]
+
+
+def test_an_oversized_chunked_body_is_a_413_in_the_openai_shape(server):
+    def body():  # no Content-Length: the limit must hold while reading
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    r = httpx.post(f"{server}{CHAT}", content=body(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["param"] == "body", r.text
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
 def test_openai_client_sees_a_bad_request_error(client):
-    from openai import BadRequestError
+    from openai import BadRequestError, NotFoundError
 
     with pytest.raises(BadRequestError, match="unknown mode"):
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}],
-                                       extra_body={"mode": "fast"})
+        client.chat.completions.create(model=MODEL, messages=Q, extra_body={"mode": "fast"})
+    with pytest.raises(NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-4o", messages=Q)
 
 
 def test_a_client_that_disconnects_frees_its_branches(server):
     before = httpx.get(f"{server}/health").json()
-    body = {"model": "m", "temperature": 1.0, "max_tokens": 4000, "stream": True,
+    body = {"model": MODEL, "temperature": 1.0, "max_tokens": 1800, "stream": True,
             "messages": [{"role": "user", "content": QUESTION}]}
     with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()

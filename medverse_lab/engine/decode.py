@@ -147,11 +147,14 @@ class Branch:
     first_sample: int | None = None  # offset of its first sampled token: where its request's prompt ends
     closing: bool = False      # the close tag (and tail) is pending: the branch ends after it
     done: bool = False
+    lp: tuple | None = None    # (logprob, top alternatives) of the sampled token pending, with logprobs
 
-    def chunk(self, limit: int | None) -> list:
+    def chunk(self, limit: int | None, prefill: int | None = None) -> list:
         """The tokens this branch feeds in the next forward: all it knows, or at most
-        ``limit`` of them for a step or the conclusion (the prefix always goes whole)."""
-        return self.pending if limit is None or self.kind == "plan" else self.pending[:limit]
+        ``limit`` of them for a step or the conclusion, ``prefill`` for the prefix (a long
+        prompt fed in chunks, so other runs keep decoding in between)."""
+        limit = prefill if self.kind == "plan" else limit
+        return self.pending if limit is None else self.pending[:limit]
 
     def samples_after(self, chunk: list) -> bool:
         """Whether feeding ``chunk`` leaves this branch waiting for a sampled token."""
@@ -211,6 +214,13 @@ class Decoder:
         self.quiet = 0                       # leading slots not reported (the prompt: given, not decoded)
         self.outbox: list = []               # with emit: token and lifecycle events, in order, until taken
         self.token_exact = True              # False when a backend returned text, not token ids
+        self.fed: list = []                  # the chunks of the current step (chunks() -> absorb())
+        self.unfed_prompt = 0                # prompt tokens (and a given plan) not fed yet
+        self.prompt_len = 0
+        #: with an int k: each sampled token's log-probability and its k most likely
+        #: alternatives go with its TokenEvent (raw logits, before temperature)
+        self.logprobs: int | None = None
+        self._lp: list = []
 
     def note(self, event: Event) -> None:
         """Record a lifecycle event (and report it, in order with the tokens, when emitting)."""
@@ -245,6 +255,7 @@ class Decoder:
             d.given_plan = plan
             body = engine.encode(f"\n{plan.to_outline()}\n")
         d.quiet = len(forced) - 1 if body is None else len(forced) + len(body) + 1 + len(d.ids.exec_line)
+        d.prompt_len, d.unfed_prompt = len(forced) - 1, d.quiet
         d.running.append(Branch.open("prefix", "plan", 0, 0, forced, tags["</Plan>"], d.ids.exec_line,
                                      s.max_plan_tokens, d.ids.plan_stray, body=body))
         return d
@@ -283,15 +294,29 @@ class Decoder:
         return time.perf_counter() - self.t0
 
     # ----- one executor step ------------------------------------------------------------
-    def chunks(self) -> list[tuple[Branch, list]]:
-        """What each running branch feeds in this step (empty while it waits for a token)."""
-        return [(b, b.chunk(self.e.step_chunk)) for b in self.running]
+    @property
+    def prefilling(self) -> bool:
+        """Whether the prompt is still being fed (no token of the reply decoded yet)."""
+        return self.unfed_prompt > 0
+
+    def chunks(self, prefill: int | None = None) -> list[tuple[Branch, list]]:
+        """What each running branch feeds in this step (empty while it waits for a token);
+        ``prefill`` caps the prompt tokens fed now. :meth:`absorb` records these."""
+        self.fed = [(b, b.chunk(self.e.step_chunk, prefill)) for b in self.running]
+        return self.fed
 
     def sample(self, logits: torch.Tensor) -> list[int]:
         """Token ids sampled from ``logits`` (a row per branch) with this run's settings
-        and generator."""
+        and generator (and, with :attr:`logprobs`, their log-probabilities)."""
         s = self.settings
-        return sample(logits, s.temperature, s.top_p, self.gen).tolist()
+        toks = sample(logits, s.temperature, s.top_p, self.gen)
+        if self.logprobs is not None:
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            chosen = lp.gather(-1, toks[:, None]).squeeze(-1).tolist()
+            top = lp.topk(self.logprobs, dim=-1) if self.logprobs else None
+            self._lp = [(c, tuple(zip(top.indices[i].tolist(), top.values[i].tolist())) if top is not None else ())
+                        for i, c in enumerate(chosen)]
+        return toks.tolist()
 
     def absorb(self, sampled: dict, t_abs: float) -> None:
         """Record the chunks just fed (``self.chunks()``, in order) as slots, then move each
@@ -300,18 +325,27 @@ class Decoder:
         backend) waits. Reported tokens and events go to the outbox."""
         t, call, n = t_abs - self.t0, self.calls, len(self.slots)
         self.calls += 1
-        if "prefill" not in self.marks:
-            self.marks["prefill"] = t
-        for b, chunk in self.chunks():
+        lps = dict(zip(sampled, self._lp)) if self.logprobs is not None else {}
+        self._lp = []
+        for b, chunk in self.fed:
+            if b.kind == "plan" and self.unfed_prompt:
+                self.unfed_prompt = max(0, self.unfed_prompt - len(chunk))
+                if not self.unfed_prompt and "prefill" not in self.marks:
+                    self.marks["prefill"] = t
             for tok, forced in chunk:
                 self.slots.append(b.name, b.offset, b.pos, tok, forced, call, t)
                 self.slot_seg.append(b.seg)
                 # not reported: the prompt and, in mode request, the blocks a branch repeats (given, not decoded)
                 if self.emit and n >= self.quiet and b.offset >= b.own_from:
                     slot = n if self.e.backend == "local" else None  # a stock engine's cache is its own
-                    self.outbox.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, slot, forced, call))
+                    lp, top = b.lp if not forced and b.lp is not None else (None, ())
+                    self.outbox.append(TokenEvent(b.name, self.e.piece(tok), b.pos, t, tok, slot, forced, call,
+                                                  lp, top))
                 n, b.offset, b.pos = n + 1, b.offset + 1, b.pos + 1
             b.pending = b.pending[len(chunk):]
+            b.lp = None
+        if not self.unfed_prompt and "prefill" not in self.marks:  # a rerun: nothing to prefill
+            self.marks["prefill"] = t
         for b in self.running:
             if b.pending:  # more known tokens to feed first
                 continue
@@ -321,6 +355,7 @@ class Decoder:
             elif b in sampled:
                 if b.first_sample is None:
                     b.first_sample = b.offset
+                b.lp = lps.get(b)
                 self.advance(b, sampled[b])
         self.running = [b for b in self.running if not b.done] + self.new
         self.new = []
@@ -447,6 +482,16 @@ class Batch:
         self.owner, self.seg = empty, empty  # per cache slot: the Decoder.id it belongs to, its segment there
         # sdpa takes a boolean mask as is; eager *adds* the mask to the scores, so it gets 0 / -inf floats
         self.bool_mask = engine.model.config._attn_implementation == "sdpa"
+        #: chunked prefill: the most prompt tokens a run feeds per forward call while other
+        #: runs decode (``prefill_chunk``) and while none does (``prefill_chunk_idle``);
+        #: None feeds a prompt whole (the default: one call, as ``run`` and ``run_many`` do)
+        self.prefill_chunk: int | None = None
+        self.prefill_chunk_idle: int | None = None
+
+    def prefill_limit(self) -> int | None:
+        """How many prompt tokens a run feeds in the next call (see :attr:`prefill_chunk`)."""
+        busy = any(not d.prefilling for d in self.members)
+        return self.prefill_chunk if busy else self.prefill_chunk_idle
 
     def __len__(self) -> int:
         return len(self.members)
@@ -467,6 +512,7 @@ class Batch:
             self.add(d)
             return
         solo = Batch(self.e)
+        solo.prefill_chunk = solo.prefill_chunk_idle = self.prefill_limit()
         solo.add(d)
         solo.step()
         cache = solo.remove(d)
@@ -481,8 +527,9 @@ class Batch:
         tokens. Returns the members that finished (still in the batch: take them out with
         :meth:`remove`)."""
         ids, pos, owner, seg, last, fed = [], [], [], [], [], []
+        prefill = self.prefill_limit()
         for d in self.members:
-            chunks = d.chunks()
+            chunks = d.chunks(prefill)
             for b, chunk in chunks:
                 k = len(chunk)
                 ids += [t for t, _ in chunk]

@@ -33,6 +33,8 @@ class TokenEvent:
     cache_index: int
     forced: bool
     forward_call: int
+    logprob: float | None = None      # with logprobs asked: the sampled token's log-probability
+    top_logprobs: tuple = ()          # and its most likely alternatives, ((token id, logprob), ...)
 
 
 @dataclass

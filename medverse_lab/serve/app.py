@@ -6,393 +6,217 @@
   ``stream: true`` as server-sent events;
 - ``GET /health``, ``GET /v1/models``.
 
-Every request decodes with the Petri-net scheduler (the model's mode, or ``mode`` in the
-body) inside one continuous batch shared by all requests (:mod:`.worker`). Replies carry
-the whole MedVerse turn as text and a ``medverse`` object: the plan, each step's text, the
-conclusion, the answer, the mode and the timings.
-
-``max_new_tokens`` / ``max_tokens`` caps every phase of the turn (the plan, each step, the
-conclusion), as the engine's limits do; ``stop`` strings cut the returned text.
+This module is the HTTP side only: routes, access (Host check, API key), the body limit
+and errors in OpenAI's shape. What a request means is :mod:`.protocol`; what is done with
+it is :mod:`.service`; decoding is :mod:`.worker`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-import uuid
-from typing import Literal
+import hmac
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.responses import JSONResponse, Response
+from fastapi.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from ..engine.events import StepEnd
-from ..engine.run import TokenEvent
-from ..errors import PlanError
-from ..prompt import THINK_PREFIX, build_prompt, chat_prefix, user_turn
-from .worker import Ticket, Worker
+from .protocol import (MAX_BODY, ApiError, ChatCompletionChunk, ChatCompletionResponse, ChatRequest,
+                       CompletionRequest, CompletionResponse, ErrorResponse, GenerateRequest, GenerateResponse, Health,
+                       InvalidRequest, MethodNotAllowed, ModelCard, ModelList, NotFound, TooLarge, Unauthorized)
+from .service import Service
+from .worker import Worker
 
-#: the most tokens a request may ask for per phase
-MAX_TOKENS = 32768
-#: the largest request body accepted, in bytes
-MAX_BODY = 1 << 20
+#: Host header values always allowed (besides the bound host): this machine's own names
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
-
-class ApiError(Exception):
-    """A request the server refuses: ``status``, the offending ``param`` and why."""
-
-    def __init__(self, param: str | None, message: str, status: int = 400):
-        super().__init__(message)
-        self.param, self.message, self.status = param, message, status
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 503)}
 
 
-# ----- request shapes --------------------------------------------------------------------------
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class SamplingParams(_Body):
-    temperature: float | None = Field(None, ge=0, le=100)  # None: the model's generation config
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    stop: str | list[str] | None = None
-    skip_special_tokens: bool = True
-    seed: int | None = None
-    sampling_seed: int | None = None
-
-
-class GenerateRequest(_Body):
-    text: str = Field(min_length=1)
-    sampling_params: SamplingParams = SamplingParams()
-    stream: bool = False
-    mode: str | None = None
-    plan: str | None = None
-
-
-class Message(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
-
-
-class _OpenAIBody(_Body):
-    model: str | None = None
-    temperature: float | None = Field(None, ge=0, le=2)  # None: the model's generation config
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=1)
-    stream: bool = False
-    mode: str | None = None
-    plan: str | None = None
-
-
-class ChatRequest(_OpenAIBody):
-    messages: list[Message] = Field(min_length=1)
-
-    @field_validator("messages")
-    @classmethod
-    def _has_user_turn(cls, messages):
-        if not any(m.role == "user" and m.text().strip() for m in messages):
-            raise ValueError("needs a non-empty message with role 'user' (the question)")
-        return messages
-
-
-class CompletionRequest(_OpenAIBody):
-    prompt: str | list[str]
-
-    @field_validator("prompt")
-    @classmethod
-    def _one_prompt(cls, prompt):
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError("one prompt per request")
-            prompt = prompt[0]
-        if not prompt.strip():
-            raise ValueError("is empty")
-        return prompt
-
-
-# ----- the app ---------------------------------------------------------------------------------
 def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_name: str | None = None,
-               max_body: int = MAX_BODY, worker: Worker | None = None) -> FastAPI:
-    """A FastAPI app serving ``engine``; ``mode`` overrides the model's, ``max_batch`` caps
-    how many requests decode together, ``max_body`` the request size in bytes. The app
-    decodes in a thread of its own unless given a ``worker`` the caller runs."""
+               max_body: int = MAX_BODY, worker: Worker | None = None, max_model_len: int | None = None,
+               max_queue: int = 64, queue_timeout: float = 60.0, api_key: str | None = None,
+               host: str = "127.0.0.1", allowed_hosts=(), docs: bool = False) -> FastAPI:
+    """A FastAPI app serving ``engine``.
+
+    ``mode`` overrides the model's; ``max_batch`` caps how many requests decode together and
+    ``max_queue`` how many wait (over it: 503), each at most ``queue_timeout`` seconds;
+    ``max_model_len`` is the context (default: the model's ``max_position_embeddings``);
+    ``max_body`` the request size in bytes. With ``api_key`` every route but ``/health``
+    needs ``Authorization: Bearer <key>``. Requests must name ``host`` (the bound address),
+    this machine, or one of ``allowed_hosts`` in their Host header (DNS rebinding); a
+    wildcard bind (``0.0.0.0``) allows any unless ``allowed_hosts`` is given. ``docs``
+    serves ``/docs`` and ``/openapi.json``. The app decodes in a thread of its own unless
+    given a ``worker`` the caller runs.
+    """
     mode = engine.check_mode(mode or engine.default_mode)
     name = model_name or getattr(engine.config, "_name_or_path", None) or "medverse-lab"
-    worker = worker or Worker(engine, max_batch=max_batch)
-    created = int(time.time())
-    app = FastAPI(title="medverse-lab", description=__doc__.split("\n\n")[0])
-    app.state.worker, app.state.engine = worker, engine
-    app.router.on_shutdown.append(worker.close)
+    max_model_len = max_model_len or default_context(engine)
+    own = worker is None
+    worker = worker or Worker(engine, max_batch=max_batch, max_queue=max_queue)
+    service = Service(engine, worker, mode=mode, model_name=name, max_model_len=max_model_len,
+                      queue_timeout=queue_timeout)
 
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if own:  # a worker the caller runs is the caller's to stop
+            worker.close()
+
+    app = FastAPI(title="medverse-lab", description=__doc__.split("\n\n")[0], lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    app.state.worker, app.state.engine, app.state.service = worker, engine, service
+
+    # ----- errors: always OpenAI's shape, the field as data -------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(_request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.param)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request, exc: RequestValidationError):
-        errors = exc.errors()
-        if errors[0].get("type") == "json_invalid":
-            return _error(400, f"the request body is not valid JSON: {errors[0].get('msg')}", "body")
-        if errors[0].get("type") == "model_attributes_type":
-            return _error(400, "the request body must be a JSON object (send Content-Type: application/json)", "body")
-        where = [".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body" for e in errors]
-        text = "; ".join(f"{w}: {e.get('msg', 'invalid').removeprefix('Value error, ')}" for w, e in zip(where, errors))
-        return _error(400, text, where[0])
+        return await _api_error(_request, validation_error(exc.errors()))
 
-    @app.exception_handler(Exception)
-    async def _crash(_request, exc: Exception):  # never a traceback on the wire
-        return _error(500, f"internal error: {type(exc).__name__}", None, "server_error")
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, exc: StarletteHTTPException):
+        err = {404: NotFound(f"no route {_request.url.path}", None),
+               405: MethodNotAllowed(f"method {_request.method} is not allowed on {_request.url.path}", None),
+               413: TooLarge(f"the request body is over {max_body} bytes", "body")}.get(exc.status_code)
+        if err is None:  # the framework could not read the body (bad UTF-8, ...)
+            err = InvalidRequest(f"the request body could not be read: {exc.detail}", "body")
+            err.status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        return await _api_error(_request, err)
 
-    app.add_middleware(_BodyLimit, limit=max_body)
+    # ----- access, outermost first: Host, then the key, then the body limit ------------------------
+    # Starlette's limit counts a streamed (chunked) body as it is read; a declared Content-Length
+    # over it is answered first here, in our error shape (Starlette's own reply is plain text)
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=max_body)
+    app.add_middleware(_DeclaredLength, limit=max_body)
+    if api_key:
+        app.add_middleware(_ApiKey, key=api_key)
+    wildcard = host in ("0.0.0.0", "::", "")
+    if not wildcard or allowed_hosts:
+        app.add_middleware(_HostCheck, allowed={host.lower(), *LOCAL_HOSTS, *(h.lower() for h in allowed_hosts)})
 
-    @app.get("/health")
+    # ----- routes ---------------------------------------------------------------------------------
+    @app.get("/health", response_model=Health)
     async def health():
-        return {"status": "ok", "model": name, "mode": mode, "running": worker.running, **worker.stats}
+        status = "draining" if worker.deadline is not None else "ok"
+        return Health(status=status, model=name, mode=mode, **worker.health())
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS)
     async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                            "owned_by": "medverse-lab"}]}
+        return ModelList(data=[ModelCard(id=name, created=service.created, max_model_len=max_model_len)])
 
-    def start(question: str, prompt: str, body, temperature, top_p, max_tokens, seed) -> Ticket:
-        limits = {} if max_tokens is None else {
-            "max_plan_tokens": min(512, max_tokens), "max_step_tokens": min(256, max_tokens),
-            "max_conclusion_tokens": min(256, max_tokens)}
-        try:
-            run_mode = engine.check_mode(body.mode) if body.mode is not None else mode
-        except ValueError as exc:
-            raise ApiError("mode", str(exc)) from None
-        try:
-            d = engine.decoder(question, mode=run_mode, plan=body.plan, seed=0 if seed is None else seed,
-                               temperature=temperature, top_p=top_p, emit=body.stream, prompt=prompt, **limits)
-        except PlanError as exc:
-            raise ApiError("plan", str(exc)) from None
-        except ValueError as exc:
-            raise ApiError(str(exc).split(" ", 1)[0] if " = " in str(exc) else None, str(exc)) from None
-        return worker.submit(Ticket(d, asyncio.get_running_loop()))
-
-    async def finished(request: Request, ticket: Ticket):
-        """The run, or None when the client went away first (its branches are dropped)."""
-        task = asyncio.ensure_future(ticket.result())
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=0.25)
-                if done:
-                    return task.result()
-                if await request.is_disconnected():
-                    worker.cancel(ticket)
-                    task.cancel()
-                    return None
-        except asyncio.CancelledError:
-            worker.cancel(ticket)
-            raise
-
-    @app.post("/generate")
-    async def generate(body: GenerateRequest, request: Request):
-        if body.stream:
-            raise ApiError("stream", "streaming is served on /v1/chat/completions and /v1/completions")
-        sp = body.sampling_params
-        question, prompt = _prompt_of(engine, body.text)
-        ticket = start(question, prompt, body, sp.temperature, sp.top_p, sp.max_new_tokens,
-                       sp.seed if sp.seed is not None else sp.sampling_seed)
-        t0 = time.perf_counter()
-        run = await finished(request, ticket)
-        if run is None:
-            return JSONResponse({}, status_code=499)
-        text, reason, matched = _reply(engine, run, sp.stop, sp.skip_special_tokens)
-        return {"text": text, "meta_info": {
-            "id": uuid.uuid4().hex, "finish_reason": {"type": reason, **({"matched": matched} if matched else {})},
-            "prompt_tokens": _prompt_len(engine, run),
-            "completion_tokens": run.layout.base.T - _prompt_len(engine, run),
-            "cached_tokens": 0, "e2e_latency": time.perf_counter() - t0, "medverse": _medverse(run)}}
-
-    async def openai(request: Request, body, question: str, prompt: str, kind: str):
-        ticket = start(question, prompt, body, body.temperature, body.top_p,
-                       body.max_completion_tokens or body.max_tokens, body.seed)
-        rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-        if body.stream:
-            return StreamingResponse(_sse(engine, worker, ticket, rid, name, kind, body.stop),
-                                     media_type="text/event-stream")
-        run = await finished(request, ticket)
-        if run is None:
-            return JSONResponse({}, status_code=499)
-        text, reason, _ = _reply(engine, run, body.stop, False)
-        if kind == "chat":  # the whole assistant turn, <Think> ... </Think>, balanced (the prompt held its first line)
-            text = THINK_PREFIX + text
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
-                  if kind == "chat" else {"index": 0, "text": text, "finish_reason": reason, "logprobs": None})
-        n_prompt = _prompt_len(engine, run)
-        return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
-                "created": int(time.time()), "model": name, "choices": [choice],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": run.layout.base.T - n_prompt,
-                          "total_tokens": run.layout.base.T}, "medverse": _medverse(run)}
-
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={
+        **_ERRORS, 200: {"content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}}}})
     async def chat(body: ChatRequest, request: Request):
-        system = next((m.text() for m in body.messages if m.role in ("system", "developer")), engine.system_prompt)
-        question = next(m.text() for m in reversed(body.messages) if m.role == "user" and m.text().strip())
-        prompt = chat_prefix(engine.tokenizer, user_turn(question), system) + THINK_PREFIX
-        return await openai(request, body, question, prompt, "chat")
+        return _respond(await service.chat(body, request.is_disconnected))
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)
     async def completions(body: CompletionRequest, request: Request):
-        question, prompt = _prompt_of(engine, body.prompt)
-        return await openai(request, body, question, prompt, "text")
+        return _respond(await service.completion(body, request.is_disconnected))
+
+    @app.post("/generate", response_model=GenerateResponse, responses=_ERRORS)
+    async def generate(body: GenerateRequest, request: Request):
+        return _respond(await service.generate(body, request.is_disconnected))
 
     return app
 
 
-# ----- helpers ---------------------------------------------------------------------------------
-def _error(status: int, message: str, param: str | None, kind: str = "invalid_request_error"):
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
-                        status_code=status)
+def _respond(out):
+    if out is None:  # the client went away: nobody reads this
+        return Response(status_code=499)
+    if hasattr(out, "__aiter__"):
+        return EventSourceResponse(out, headers={"Cache-Control": "no-cache"})
+    return out
 
 
-def _prompt_of(engine, text: str) -> tuple[str, str]:
-    """``(question, prompt)`` for raw text: a rendered chat prompt is used as it is (with the
-    assistant's ``<Think>`` line added if missing); anything else is the question."""
-    if "<|im_start|>" in text or text.endswith(THINK_PREFIX):
-        return text, text if text.endswith(THINK_PREFIX) else text + THINK_PREFIX
-    return text, build_prompt(engine.tokenizer, text, engine.system_prompt)
+def default_context(engine) -> int:
+    """The model's context in tokens: ``max_position_embeddings`` (else the tokenizer's
+    ``model_max_length`` when it is a real number, else 2048)."""
+    n = getattr(engine.config, "max_position_embeddings", None)
+    if not n:
+        n = getattr(engine.tokenizer, "model_max_length", 0)
+        n = n if 0 < n < 10 ** 8 else 2048
+    return int(n)
 
 
-def _prompt_len(engine, run) -> int:
-    return len(engine.encode(run.prompt))
+# pydantic names union members in the location ("str", "list[TextPart]", "function-after[...]"):
+# not fields of the body, so they are left out of ``param``
+_NOT_FIELDS = {"str", "int", "float", "bool", "dict", "list", "none", "constrained-str", "constrained-int"}
 
 
-def _cut(text: str, stop) -> tuple[str, str | None]:
-    """``text`` up to the first stop string, and the stop string that cut it."""
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    hits = [(text.find(s), s) for s in stops if s and s in text]
-    if not hits:
-        return text, None
-    at, s = min(hits)
-    return text[:at], s
+def validation_error(errors) -> InvalidRequest:
+    """The request's validation errors as one :class:`InvalidRequest`: every problem in the
+    message, ``param`` the most specific field at fault (dotted, ``messages.0.content``)."""
+    if errors and errors[0].get("type") == "json_invalid":
+        return InvalidRequest(f"the request body is not valid JSON: {errors[0].get('ctx', {}).get('error', '')}",
+                              "body")
+    if errors and errors[0].get("type") == "model_attributes_type":
+        return InvalidRequest("the request body must be a JSON object (send Content-Type: application/json)", "body")
+
+    def where(e) -> str:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        return ".".join(p for p in loc if p not in _NOT_FIELDS and "[" not in p) or "body"
+
+    ranked = sorted(errors, key=lambda e: (len(where(e).split(".")), e.get("type") == "value_error"), reverse=True)
+    seen, parts = set(), []
+    for e in ranked:
+        msg = f"{where(e)}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        if msg not in seen:
+            seen.add(msg)
+            parts.append(msg)
+    return InvalidRequest("; ".join(parts), where(ranked[0]) if ranked else "body")
 
 
-def _reply(engine, run, stop, skip_special: bool) -> tuple[str, str, str | None]:
-    """The completion text (after the prompt), its finish reason and the stop string hit."""
-    ids = run.layout.base.token_ids[_prompt_len(engine, run):]
-    text = engine.tokenizer.decode(list(ids), skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
-    text, matched = _cut(text, stop)
-    limited = any(e.reason == "limit" for e in run.forced_closes)
-    return text, "length" if limited and matched is None else "stop", matched
-
-
-def _medverse(run) -> dict:
-    error = run.plan_error
-    return {"mode": run.mode, "requested_mode": run.requested_mode,
-            "plan": [{"id": s.id, "description": s.description, "deps": list(s.deps)} for s in run.plan.steps],
-            "outline": run.plan.to_outline(), "steps": run.steps, "conclusion": run.conclusion,
-            "answer": run.answer, "timings": run.timings, "plan_error": str(error.error) if error else None,
-            "forced_closes": [{"branch": e.branch, "reason": e.reason} for e in run.forced_closes]}
-
-
-async def _sse(engine, worker: Worker, ticket: Ticket, rid: str, model: str, kind: str, stop):
-    """Server-sent events: the turn's text in logical order (the plan as it is written,
-    each step whole once it and the steps before it are done, the conclusion as written),
-    each chunk with the branch tokens just decoded in ``medverse.tokens``; the last chunk
-    has the finish reason and the ``medverse`` summary."""
-    created, obj = int(time.time()), "chat.completion.chunk" if kind == "chat" else "text_completion"
-    d = ticket.decoder
-    blocks: dict[str, list[str]] = {}
-    closed: set[str] = set()
-    flushed: set[str] = set()
-    sent = ""
-
-    def chunk(content: str, tokens=(), finish=None, extra=None, role=False):
-        delta = {**({"role": "assistant"} if role else {}), "content": content}
-        choice = {"index": 0, "finish_reason": finish, **({"delta": delta} if kind == "chat" else
-                                                            {"text": content, "logprobs": None})}
-        body = {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice],
-                "medverse": {"tokens": [{"branch": e.branch, "text": e.text} for e in tokens], **(extra or {})}}
-        return f"data: {json.dumps(body)}\n\n"
-
-    def logical(items) -> tuple[str, list]:
-        """The text these events add in logical order (a step's block once it and every
-        step before it have ended), and their token events."""
-        out, tokens = [], []
-        for e in items:
-            if isinstance(e, StepEnd):
-                closed.add(e.branch)
-                for sid in d.plan.ids:
-                    if sid not in flushed:
-                        if sid not in closed:
-                            break
-                        flushed.add(sid)
-                        out.append("".join(blocks.pop(sid, ())))
-            elif isinstance(e, TokenEvent):
-                tokens.append(e)
-                if e.branch == "prefix" or e.branch == "conclusion":
-                    out.append(e.text)
-                else:
-                    blocks.setdefault(e.branch, []).append(e.text)
-        return "".join(out), tokens
-
-    try:
-        sent = THINK_PREFIX if kind == "chat" else ""  # a chat reply is the whole turn, <Think> ... </Think>
-        if d.given_plan is not None:  # a given plan is prefilled with the prompt, not decoded: send it first
-            tags = engine.tags
-            sent += engine.decode([tags["<Plan>"], *engine.encode(f"\n{d.given_plan.to_outline()}\n"),
-                                  tags["</Plan>"], *engine.ids.exec_line])
-        if kind == "chat" or sent:
-            yield chunk(sent, role=kind == "chat")
-        while True:
-            what, payload = await ticket.updates.get()
-            if what == "events":
-                new, tokens = logical(payload)
-                text, matched = _cut(sent + new, stop)
-                if matched is not None:
-                    worker.cancel(ticket)
-                    yield chunk(text[len(sent):], tokens, finish="stop", extra={"stopped_by": matched})
-                    break
-                sent += new
-                yield chunk(new, tokens)
-            elif what == "done":
-                _, reason, _ = _reply(engine, payload, None, False)
-                yield chunk("", finish=reason, extra={"summary": _medverse(payload)})
-                break
-            else:
-                yield f"data: {json.dumps({'error': {'message': f'internal error: {type(payload).__name__}', 'type': 'server_error'}})}\n\n"
-                break
-        yield "data: [DONE]\n\n"
-    finally:  # the client went away mid-stream (or we are done): free its branches
-        if ticket.decoder.running:
-            worker.cancel(ticket)
-
-
-class _BodyLimit:
-    """ASGI middleware: refuse a request body over ``limit`` bytes with a 413 JSON error."""
+class _DeclaredLength:
+    """413 for a request whose Content-Length is over ``limit``, before anything is read."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = _error(413, f"the request body is over {self.limit} bytes", "body")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await too_big(scope, receive, send)
-        seen = 0
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.limit:
+                err = TooLarge(f"the request body is over {self.limit} bytes", "body")
+                return await JSONResponse(err.body(), status_code=413)(scope, receive, send)
+        return await self.app(scope, receive, send)
 
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise ApiError("body", f"the request body is over {self.limit} bytes", 413)
-            return message
 
-        return await self.app(scope, limited, send)
+class _HostCheck:
+    """Refuse a request whose Host header is not this server (DNS rebinding: a web page
+    whose name now points at 127.0.0.1 must not reach a local server)."""
+
+    def __init__(self, app, allowed):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+            name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 \
+                else host
+            if name not in self.allowed:
+                err = ApiError(f"Host {host!r} is not this server; use {sorted(self.allowed)[0]!r} or start it with "
+                               "--allowed-hosts", "host")
+                err.status, err.kind = 403, "forbidden"
+                return await JSONResponse(err.body(), status_code=403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class _ApiKey:
+    """``Authorization: Bearer <key>`` on every route but ``/health`` (a liveness probe)."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") != "/health":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.key):
+                err = Unauthorized("a valid API key is needed: send Authorization: Bearer <key>", "authorization")
+                return await JSONResponse(err.body(), status_code=401,
+                                          headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        return await self.app(scope, receive, send)
