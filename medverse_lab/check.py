@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import PROBLEM_KINDS, PlanError
+from .format import STEP_HEADER
 from .questions import normalize_options, parse_answer, parse_user_turn, resolve_key
 from .records import assistant_text, read_records, record_id, user_text
 
@@ -46,7 +47,6 @@ CHECK_KINDS = {
 COLUMNS = ("sample_id", "severity", "kind", "step", "offset", "message")
 _SECTIONS = ("Think", "Plan", "Execution", "Conclusion")
 _STEP_RE = re.compile(r"<Step>(.*?)</Step>", re.DOTALL)
-_HEADER_RE = re.compile(r"^\s*transient\s+step\s+(\d+)\s*:", re.IGNORECASE)
 
 
 def _row(sample_id, kind, message, step=None, offset=None, severity="error") -> dict:
@@ -103,7 +103,7 @@ def check_text(text: str, sample_id="?", key: str | None = None, options: dict |
     for m in _STEP_RE.finditer(text):
         header, _, body = m.group(1).partition("\n")
         if not body.strip():
-            h = _HEADER_RE.match(header)
+            h = STEP_HEADER.match(header)
             rows.append(_row(sample_id, "empty-step", "step block has no text after its header",
                              h.group(1) if h else None, m.start()))
     if trace is not None:
@@ -187,7 +187,8 @@ def _check(source) -> tuple[list[dict], int]:
     return rows, n
 
 
-def _frame(rows: list[dict]):
+def problems_frame(rows: list[dict]):
+    """Problem rows (as :func:`check_record` gives them) as a polars DataFrame, one row each."""
     import polars as pl
 
     schema = {"sample_id": pl.String, "severity": pl.String, "kind": pl.String, "step": pl.String,
@@ -201,7 +202,7 @@ def check_dataset(source: str | Path | dict | Iterable[dict]):
     Returns a polars DataFrame with one row per problem and the columns ``sample_id``,
     ``severity``, ``kind``, ``step``, ``offset``, ``message`` (empty when all is well).
     """
-    return _frame(_check(source)[0])
+    return problems_frame(_check(source)[0])
 
 
 def summary(problems, n_samples: int, show: int = 20) -> str:
@@ -255,7 +256,7 @@ def write_table(problems, path: str | Path) -> Path:
 
 def main(args) -> int:
     rows, n = _check(args.file)
-    problems = _frame(rows)
+    problems = problems_frame(rows)
     print(summary(problems, n, args.show))
     if args.out:
         print(f"wrote {problems.height} rows to {write_table(problems, args.out)}")

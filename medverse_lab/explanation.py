@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .layout import Layout
-from .topology import _sft_chunks, as_layout, check_mode, group_visibility
+from .topology import sft_chunks, as_layout, check_mode, group_visibility
 
 
 def visible(layout: Layout, mode: str, q: int, k: int) -> bool:
@@ -90,7 +90,7 @@ def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
         return out("conclusion", "the conclusion sees every earlier token")
     # from here on: q in a step, k in an earlier step
     plan = layout.plan
-    chunks = _sft_chunks(layout) if mode == "medverse-sft" else plan.chunks()  # the collator cuts its own
+    chunks = sft_chunks(layout) if mode == "medverse-sft" else plan.chunks()  # the collator cuts its own
     chunk_of = {sid: c for c, chunk in enumerate(chunks) for sid in chunk}
     if mode == "dag":
         if allowed:

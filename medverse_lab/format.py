@@ -16,9 +16,10 @@ import re
 from dataclasses import dataclass, field, replace
 
 from .errors import PlanError, Problem, problem
-from .plan import Plan, Step, _parse_outline
+from .plan import Plan, Step, parse_outline
 
-_HEADER_RE = re.compile(r"^\s*transient\s+step\s+(?P<id>\d+)\s*:\s*(?P<desc>.*?)\s*$", re.IGNORECASE)
+#: a step header line, "Transient Step <id>: <description>" (after ``<Step>``)
+STEP_HEADER = re.compile(r"^\s*transient\s+step\s+(?P<id>\d+)\s*:\s*(?P<desc>.*?)\s*$", re.IGNORECASE)
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -39,7 +40,7 @@ class StepBlock:
     def header_text(self) -> str:
         """The header as written when it still matches id and description, else canonical."""
         if self.header is not None:
-            m = _HEADER_RE.match(self.header)
+            m = STEP_HEADER.match(self.header)
             if m and m.group("id") == self.id and m.group("desc") == self.description:
                 return self.header
         return f" Transient Step {self.id}: {self.description}"
@@ -73,7 +74,7 @@ class Trace:
 
     def _plan_section(self) -> str:
         if self.plan_text is not None:
-            steps, problems = _parse_outline(self.plan_text)
+            steps, problems = parse_outline(self.plan_text)
             if not problems and Plan(steps) == self.plan:
                 return self.plan_text
         return "\n" + self.plan.to_outline() + "\n"
@@ -118,7 +119,7 @@ class _Parser:
         p0 = self.find("<Plan>", 0, "no <Plan> section")
         p1 = self.find("</Plan>", p0, "<Plan> is never closed", opened_at=p0)
         plan_text = t[p0 + len("<Plan>"): p1]
-        outline, problems = _parse_outline(plan_text, p0 + len("<Plan>"), source=t)
+        outline, problems = parse_outline(plan_text, p0 + len("<Plan>"), source=t)
         self.problems += problems
         plan = Plan(outline, source=t)
         e0 = self.find("<Execution>", p1, "no <Execution> section after </Plan>")
@@ -166,7 +167,7 @@ class _Parser:
             inner = t[s + len("<Step>"): e]
             header, nl, body = inner.partition("\n")
             sep_end = spans[i + 1][0] if i + 1 < len(spans) else end
-            m = _HEADER_RE.match(header)
+            m = STEP_HEADER.match(header)
             if not nl or not m:
                 self.add("bad-header", f"step block does not start with 'Transient Step N: ...' "
                          f"on its own line: {header.strip()[:60]!r}", offset=s)
@@ -177,7 +178,7 @@ class _Parser:
 
     def step_at(self, offset: int) -> str | None:
         """The step id in the header of the ``<Step>`` at ``offset``, if it has one."""
-        m = _HEADER_RE.match(self.text[offset + len("<Step>"):].split("\n", 1)[0])
+        m = STEP_HEADER.match(self.text[offset + len("<Step>"):].split("\n", 1)[0])
         return m.group("id") if m else None
 
     def check_execution(self, plan: Plan, blocks: list[StepBlock]):

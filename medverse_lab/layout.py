@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .errors import LayoutError, PlanError, problem
-from .format import _HEADER_RE
+from .format import STEP_HEADER
 from .plan import Plan
 from .tokens import tag_ids
 
@@ -185,7 +185,7 @@ class Layout:
         executed = []
         for start, close in blocks:
             header = tokenizer.decode(ids[start + 1: close]).split("\n", 1)[0]
-            m = _HEADER_RE.match(header)
+            m = STEP_HEADER.match(header)
             if not m:
                 raise LayoutError(f"step block at token index {start} has no 'Transient Step N:' header: {header!r}")
             executed.append(m.group("id"))

@@ -60,7 +60,7 @@ _OUTLINE_RE = re.compile(
 _TAGGED_RE = re.compile(r"<Outline>(?P<body>.*?)(?:</Outline>|$)", re.DOTALL)
 
 
-def _parse_outline(text: str, base: int = 0, source: str | None = None) -> tuple[list[Step], list[Problem]]:
+def parse_outline(text: str, base: int = 0, source: str | None = None) -> tuple[list[Step], list[Problem]]:
     """Steps and grammar problems of an outline, tagged (``<Outline>..</Outline>``) or plain.
 
     Offsets are ``base`` + the index in ``text``; ``source`` is the full text they index.
@@ -141,7 +141,7 @@ class Plan:
             base = text.index("<Plan>") + len("<Plan>")
             end = text.find("</Plan>", base)
             body = text[base: end if end >= 0 else len(text)]
-        steps, problems = _parse_outline(body, base, source=text)
+        steps, problems = parse_outline(body, base, source=text)
         if problems:
             raise PlanError(problems)
         return cls(steps, source=text)
@@ -289,20 +289,22 @@ class Plan:
         """The steps ``step_id`` depends on directly."""
         return list(self[step_id].deps)
 
+    @cached_property
+    def _graph(self) -> nx.DiGraph:
+        return self.to_networkx()
+
     def ancestors(self, step_id) -> set[str]:
-        """Every step ``step_id`` depends on, transitively."""
-        out, todo = set(), list(self[step_id].deps)
-        while todo:
-            d = todo.pop()
-            if d not in out and d in self._index:
-                out.add(d)
-                todo.extend(self._index[d].deps)
-        return out
+        """Every step ``step_id`` depends on, transitively (steps of this plan only: a
+        dependency on a missing step is not one)."""
+        sid = self[step_id].id
+        return nx.ancestors(self._graph, sid) & self._index.keys()
 
     def descendants(self, step_id) -> set[str]:
         """Every step that depends on ``step_id``, transitively."""
         sid = _norm_id(step_id)
-        return {s.id for s in self.steps if sid in self.ancestors(s.id)}
+        if sid not in self._graph:
+            return set()
+        return nx.descendants(self._graph, sid) & self._index.keys()
 
     def children(self, step_id) -> list[str]:
         sid = _norm_id(step_id)
@@ -319,14 +321,15 @@ class Plan:
 
     def levels(self) -> list[list[str]]:
         """Steps grouped by depth (longest path from a root): the waves of a Petri net
-        where every enabled transition fires at once."""
-        depth: dict[str, int] = {}
-        for s in self.steps:
-            depth[s.id] = 1 + max((depth.get(d, -1) for d in s.deps), default=-1)
-        out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for sid, d in depth.items():
-            out[d].append(sid)
-        return out
+        where every enabled transition fires at once. Each level keeps plan order.
+
+        Only dependencies on earlier steps count, so a draft with a forward dependency or
+        a cycle still has levels (the checker reports those; the editor draws them)."""
+        order = {sid: i for i, sid in enumerate(self.ids)}
+        g = nx.DiGraph()
+        g.add_nodes_from(self.ids)
+        g.add_edges_from((d, s.id) for s in self.steps for d in s.deps if order.get(d, len(order)) < order[s.id])
+        return [sorted(level, key=order.__getitem__) for level in nx.topological_generations(g)]
 
     @property
     def width(self) -> int:

@@ -84,7 +84,7 @@ def segment_visibility(plan: Plan, mode: str) -> torch.Tensor:
     return vis
 
 
-def _sft_chunks(layout: Layout) -> list[list[str]]:
+def sft_chunks(layout: Layout) -> list[list[str]]:
     """Chunks as the public collator cuts them, from the dependencies it reads."""
     return chunk_steps(layout.plan.ids, layout.collator_deps)
 
@@ -99,7 +99,7 @@ def _sft_groups(layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
         block_of += [sid, -1]
     lens.append(layout.conclusion_len)
     block_of.append(-1)
-    chunk_of = {sid: c for c, chunk in enumerate(_sft_chunks(layout)) for sid in chunk}
+    chunk_of = {sid: c for c, chunk in enumerate(sft_chunks(layout)) for sid in chunk}
     chunk = torch.tensor([chunk_of[b] if b != -1 else -1 for b in block_of])
     group = torch.arange(len(lens))
     siblings = (chunk[:, None] == chunk[None, :]) & (chunk[:, None] >= 0) & (group[:, None] != group[None, :])
@@ -211,7 +211,7 @@ def _sft_positions(layout: Layout) -> torch.Tensor:
         return pos
     blocks = {sid: (layout.segment(sid).start, layout.close_index(sid) + 1) for sid in layout.plan.ids}
     base = blocks[layout.plan.ids[0]][0]
-    for chunk in _sft_chunks(layout):
+    for chunk in sft_chunks(layout):
         longest = max(b - a for a, b in (blocks[s] for s in chunk))
         for sid in chunk:
             a, b = blocks[sid]

@@ -142,12 +142,13 @@ def test_evaluate_in_batches_equals_one_by_one(engine):
     assert summary["n"].to_list() == [4, 4]
 
 
-def test_batched_runs_on_cuda_when_present(tokenizer, plan):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device here")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here"))])
+def test_batched_runs_equal_their_runs_alone_on_each_device(tokenizer, plan, device):
     from conftest import tiny_model
 
-    engine = ml.Engine(tiny_model("qwen2", len(tokenizer)).cuda(), tokenizer)
+    engine = ml.Engine(tiny_model("qwen2", len(tokenizer)).to(device), tokenizer)
+    assert engine.device.type == device
     alone = [engine.run(q, plan=plan, temperature=0, **KW) for q in QUESTIONS[:3]]
     batched = engine.run_many(QUESTIONS[:3], plan=plan, temperature=0, **KW)
     assert [b.layout.token_ids for b in batched] == [a.layout.token_ids for a in alone]

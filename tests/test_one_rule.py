@@ -133,6 +133,7 @@ def test_explain_reads_the_mask_it_explains(mode):
             for k in range(layout.T):
                 e = ml.explain(layout, q, k, mode)
                 assert e["allowed"] == bool(mask[q, k]), (plan.to_outline(tagged=False), q, k, e)
+                assert e["text"]
 
 
 def test_request_layout_is_one_causal_sequence_per_request():

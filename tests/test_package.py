@@ -30,9 +30,19 @@ def test_plans_and_traces_work_without_torch():
     assert out.strip().endswith("False")
 
 
-def test_every_public_name_resolves():
+def test_every_public_name_resolves_to_the_object_its_module_defines():
+    import types
+
     for name in ml.__all__:
-        assert getattr(ml, name) is not None, name
+        obj = getattr(ml, name)
+        if isinstance(obj, types.ModuleType):  # ml.curate, ml.records, ml.workshop: our subpackages
+            assert obj.__name__ == f"medverse_lab.{name}", name
+        elif callable(obj):  # a class or function: the one its defining module holds under its name
+            assert obj.__module__.startswith("medverse_lab."), name
+            assert getattr(importlib.import_module(obj.__module__), obj.__name__) is obj, name
+        else:  # a constant (MODES, TAGS, ...): the same object as in the module that defines it
+            home = ml._LAZY.get(name, ".errors")  # the ground floor's constant is PROBLEM_KINDS
+            assert getattr(importlib.import_module(home, "medverse_lab"), name) is obj, name
     assert set(ml.__all__) <= set(dir(ml))
     assert ml.attention_mask is importlib.import_module("medverse_lab.topology").attention_mask
 

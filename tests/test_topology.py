@@ -73,6 +73,11 @@ def test_medverse_sft_lets_a_step_read_its_sibling_through_the_separator():
     assert not mask[5, 2] and not mask[5, 3]  # the sibling block is hidden ...
     assert mask[5, 4]                          # ... but its separator, which saw it, is not
     assert not ml.attention_mask(layout, "layered")[5, 4]
+    # and explain says which rule: the separator is readable, the sibling's own block is not
+    e = ml.explain(layout, 5, 4, "medverse-sft")
+    assert e["allowed"] and e["reason"] == "separator" and "sibling" in e["text"]
+    e = ml.explain(layout, 5, 2, "medverse-sft")
+    assert not e["allowed"] and e["reason"] == "chunk-sibling"
 
 
 @settings(max_examples=150, deadline=None)

@@ -84,17 +84,6 @@ def test_segments_and_token_texts_from_a_layout_with_a_tokenizer(tokenizer, exam
     assert MaskInspector(layout).tokens == []
 
 
-@pytest.mark.parametrize("mode", ml.MODES)
-def test_every_explanation_agrees_with_the_mask(layout, mode):
-    layout = layout.for_mode(mode)
-    mask = ml.attention_mask(layout, mode)
-    for q in range(layout.T):
-        for k in range(layout.T):
-            e = explain(layout, q, k, mode)
-            assert e["allowed"] == bool(mask[q, k]), (q, k, e)
-            assert e["text"]
-
-
 def test_request_mode_shows_the_request_layout_and_names_repeats(layout, tokenizer, example_text):
     trace = ml.parse_trace(example_text)
     real = ml.Layout.from_trace(trace, tokenizer)
@@ -139,15 +128,6 @@ def test_reasons_name_the_rule(layout):
     assert reason(layout, "4", "2", "layered")["reason"] == "earlier-chunk"
     assert reason(layout, "3", "1", "speculative")["reason"] == "speculative-isolation"
     assert reason(layout, "3", "1", "sequential")["reason"] == "causal"
-
-
-def test_medverse_sft_lets_a_step_read_its_sibling_through_the_separator(layout):
-    sep_of_1 = layout.close_index("1") + 1
-    q = layout.segment("2").start + 1
-    e = explain(layout, q, sep_of_1, "medverse-sft")
-    assert e["allowed"] and e["reason"] == "separator" and "sibling" in e["text"]
-    e = explain(layout, q, layout.segment("1").start, "medverse-sft")
-    assert not e["allowed"] and e["reason"] == "chunk-sibling"
 
 
 def test_a_click_from_the_view_sets_the_explanation_with_the_diff_mode(layout):

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import PlanError
-from ..plan import Plan, Step, _parse_outline
+from ..plan import Plan, Step, parse_outline
 from ..prompt import build_prompt
 from ..layout import request_repeats
 from ..topology import ready_steps, segment_starts, segment_visibility
@@ -57,7 +57,7 @@ def salvage_plan(text: str) -> Plan:
     validation: the steps that parse, in increasing number order, with only their backward
     dependencies; one generic step when nothing survives."""
     kept: list[Step] = []
-    for s in _parse_outline(text)[0]:
+    for s in parse_outline(text)[0]:
         if s.id.isdigit() and int(s.id) >= 1 and (not kept or int(s.id) > int(kept[-1].id)):
             kept.append(Step(s.id, s.description, [d for d in s.deps if d in {k.id for k in kept}]))
     return Plan(kept or [Step("1", FALLBACK_STEP)]).validate()

@@ -7,11 +7,13 @@ layout), integer vectors as little-endian int32.
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from pathlib import Path
 
 import anywidget
+import numpy as np
 import torch
 import traitlets as t
 
@@ -19,28 +21,22 @@ import traitlets as t
 STATIC = Path(__file__).resolve().parents[1] / "static"
 CSS = STATIC / "widgets.css"
 
-_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
-
-
 def pack_bits(mask: torch.Tensor) -> bytes:
     """A boolean tensor as bytes, flattened row-major, 8 elements per byte, first element
-    in the most significant bit, zero-padded at the end (as ``numpy.packbits(mask)``)."""
-    flat = mask.detach().reshape(-1).to(torch.bool).cpu()
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, torch.zeros(pad, dtype=torch.bool)])
-    groups = flat.view(-1, 8).to(torch.uint8)
-    return (groups * _BIT_WEIGHTS).sum(dim=1, dtype=torch.uint8).numpy().tobytes() if groups.numel() else b""
+    in the most significant bit, zero-padded at the end (``numpy.packbits``)."""
+    return np.packbits(mask.detach().reshape(-1).to(torch.bool).cpu().numpy()).tobytes()
 
 
 def unpack_bits(data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: a boolean tensor of ``shape``."""
-    n = 1
-    for d in shape:
-        n *= d
-    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
-    bits = (raw[:, None] & _BIT_WEIGHTS) != 0
-    return bits.reshape(-1)[:n].reshape(shape)
+    n = math.prod(shape)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=n) if n else np.zeros(0, dtype=np.uint8)
+    return torch.from_numpy(bits.astype(bool)).reshape(shape)
+
+
+def popcount(data: bytes) -> int:
+    """How many bits are set in ``data``."""
+    return int(np.bitwise_count(np.frombuffer(data, dtype=np.uint8)).sum())
 
 
 def placeholder_text(name: str) -> str:
@@ -140,8 +136,7 @@ class LiveView(SavedPicture, anywidget.AnyWidget):
 
 def int32_bytes(values) -> bytes:
     """An integer vector as little-endian int32 bytes (``values`` must fit in int32)."""
-    t = torch.as_tensor(values).detach().reshape(-1).cpu()
-    if t.numel() and (int(t.min()) < -2**31 or int(t.max()) >= 2**31):
+    v = torch.as_tensor(values).detach().reshape(-1).cpu()
+    if v.numel() and (int(v.min()) < -2**31 or int(v.max()) >= 2**31):
         raise ValueError("values do not fit in int32")
-    arr = t.to(torch.int32).numpy()
-    return arr.astype("<i4", copy=False).tobytes()
+    return v.to(torch.int32).numpy().astype("<i4", copy=False).tobytes()

@@ -27,7 +27,7 @@ import traitlets as t
 
 from ..check import CHECK_KINDS, check_record
 from ..records import assistant_text, load_records, record_id, replace_assistant, write_jsonl
-from ..plan import Plan, _parse_outline
+from ..plan import Plan, parse_outline
 from ._shared import STATIC, LiveView, SavedPicture, int32_bytes
 from .picture import plan_picture, table_picture
 from .mask_inspector import MaskInspector
@@ -40,7 +40,7 @@ _HEADER_RE = re.compile(r"(<Step>\s*Transient Step\s+)(\d+)(\s*:\s*)([^\n]*)", r
 def plan_draft(text: str) -> Plan:
     """The plan a record's text declares, read leniently (it may be invalid)."""
     m = _PLAN_RE.search(text)
-    return Plan(_parse_outline(m.group(2))[0] if m else [])
+    return Plan(parse_outline(m.group(2))[0] if m else [])
 
 
 def with_plan(text: str, plan: Plan) -> str:
@@ -242,9 +242,9 @@ class DatasetBrowser(SavedPicture, w.VBox):
 
     def problems_of(self, index: int) -> pl.DataFrame:
         """The problems of record ``index`` now (after any fix), one row each."""
-        from ..check import _frame
+        from ..check import problems_frame
 
-        return _frame(self._problems[index])
+        return problems_frame(self._problems[index])
 
     def text_of(self, index: int) -> str:
         return assistant_text(self.records[index]) or ""

@@ -9,16 +9,15 @@ same visibility matrix :mod:`medverse_lab.topology` builds the masks from.
 from __future__ import annotations
 
 
-import torch
+import numpy as np
 import traitlets as t
 
 from ..explanation import explain
 from ..layout import Layout
 from ..topology import MODES, attention_mask, check_mode, position_ids
-from ._shared import STATIC, LiveView, int32_bytes, pack_bits
+from ._shared import STATIC, LiveView, int32_bytes, pack_bits, popcount
 from .picture import mask_picture
 
-_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.long)
 
 DESCRIPTIONS = {
     "dag": "a step sees the prefix, its ancestors and its own past",
@@ -173,11 +172,8 @@ class MaskInspector(LiveView):
             self.positions = int32_bytes(position_ids(layout, self.mode))
             if self.diff_mode:
                 b = self.packed_mask(self.diff_mode)
-                xa = torch.frombuffer(bytearray(a), dtype=torch.uint8) if a else torch.zeros(0, dtype=torch.uint8)
-                xb = torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.zeros(0, dtype=torch.uint8)
-                x = xa ^ xb
-                self.diff = x.numpy().tobytes()
-                self.diff_count = int(_POPCOUNT[x.long()].sum()) if T else 0
+                self.diff = np.bitwise_xor(np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)).tobytes()
+                self.diff_count = popcount(self.diff)
                 self.diff_positions = int32_bytes(position_ids(layout, self.diff_mode))
             else:
                 self.diff, self.diff_positions, self.diff_count = b"", b"", 0
