@@ -63,6 +63,8 @@ def tile_kinds(groups: torch.Tensor, vis: torch.Tensor, block_size: int) -> tupl
         raise ValueError("groups must ascend along the tokens (each group one contiguous run)")
     B, G = vis.shape[0], vis.shape[1]
     lo, hi = _tile_groups(groups, block_size)
+    # by hand, not torch's create_block_mask: that evaluates mask_mod on every tile's L² cells,
+    # while the groups already decide a whole tile from G² visibility bits
     table = torch.zeros((B, G + 1, G + 1), dtype=torch.int64, device=vis.device)
     table[:, 1:, 1:] = vis.to(torch.int64).cumsum(1).cumsum(2)
     b = torch.arange(B, device=vis.device)[:, None, None]

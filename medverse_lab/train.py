@@ -93,7 +93,13 @@ def new_model(cfg: TrainConfig, tokenizer):
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``.
+
+    Written out rather than transformers' ``get_cosine_with_min_lr_schedule_with_warmup``:
+    that one is a ``LambdaLR`` bound to the optimizer (a resumed run must replay it step by
+    step) and starts warmup at lr 0, one step behind this schedule, which trained the
+    shipped teaching model; a pure function of the step resumes anywhere exactly.
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)

@@ -23,6 +23,8 @@ def new_cache(config):
 
 def select_slots(cache, keep: torch.Tensor, config):
     """A new cache holding only the slots ``keep`` (in that order); ``cache`` is left as is."""
+    # by hand: transformers' caches crop or reorder along the batch, but none keeps an
+    # arbitrary set of sequence slots (the rerun drops the branches it decodes again)
     out = new_cache(config)
     for src, dst in zip(cache.layers, out.layers):
         if src.is_initialized:

@@ -43,6 +43,8 @@ def petri_layout(plan: Plan) -> dict:
     Works for invalid drafts too: an arc of a cycle or a forward dependency has ``back``
     set, and is drawn around the boxes, under the net.
     """
+    # depths by hand, not Plan.levels(): a draft may hold duplicate ids and dependencies on
+    # missing steps, and it is drawn keyed by index, so the depth is computed per index
     steps = list(plan.steps)
     first = {}
     for i, s in enumerate(steps):
