@@ -225,17 +225,18 @@ def test_serve_command_on_vllm_keeps_the_api_and_its_checks(teaching):
     try:
         wait_for_http(proc, f"{url}/health", 600)
         client = OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300)
-        reply = client.chat.completions.create(model="m", temperature=0,
+        name = client.models.list().data[0].id  # an unknown model is a 404, as vLLM answers
+        reply = client.chat.completions.create(model=name, temperature=0,
                                                messages=[{"role": "user", "content": QUESTIONS[2]}])
         run = local.run(QUESTIONS[2], **GREEDY)
         turn = "<Think>\n" + local.decode(run.layout.base.token_ids[len(local.encode(run.prompt)):])
         assert reply.choices[0].message.content == turn
         assert reply.model_extra["medverse"]["mode"] == "request"
-        stream = client.chat.completions.create(model="m", temperature=0, stream=True,
+        stream = client.chat.completions.create(model=name, temperature=0, stream=True,
                                                 messages=[{"role": "user", "content": QUESTIONS[2]}])
         assert "".join(c.choices[0].delta.content or "" for c in stream) == reply.choices[0].message.content
         refused = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
-            "model": "m", "mode": "dag", "messages": [{"role": "user", "content": QUESTIONS[2]}]})
+            "model": name, "mode": "dag", "messages": [{"role": "user", "content": QUESTIONS[2]}]})
         assert refused.status_code == 400 and "mode='request'" in refused.json()["error"]["message"]
     finally:
         proc.terminate()
