@@ -20,8 +20,9 @@ from . import records
 _LAZY = {  # public name -> the module that defines it
     **dict.fromkeys(["Layout", "Segment"], ".layout"),
     **dict.fromkeys(["TAGS", "add_medverse_tokens", "tag_ids"], ".tokens"),
-    **dict.fromkeys(["ENGINE_MODES", "MODES", "attention_mask", "mask_diff", "position_ids", "segment_starts",
-                     "segment_visibility"], ".topology"),
+    **dict.fromkeys(["ENGINE_MODES", "MODES"], ".modes"),
+    **dict.fromkeys(["attention_mask", "mask_diff", "position_ids", "segment_starts", "segment_visibility"],
+                    ".topology"),
     "explain": ".explanation",
     **dict.fromkeys(["Engine", "Run"], ".engine"),
     "CurationError": ".curate",

@@ -29,10 +29,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .layout import Layout
+from .modes import MODES, Mode, check_mode
 from .prompt import chat_prefix
 from .records import training_turns
 from .tokens import tag_ids, to_dtype
-from .topology import MODES, check_mode, group_visibility, position_ids
+from .topology import group_visibility, position_ids
 
 IGNORE = -100  # the label transformers' losses skip
 
@@ -89,7 +90,7 @@ class TopologyExample:
         return _example_allowed(self.groups, self.visibility)
 
 
-def token_groups(layout: Layout, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def token_groups(layout: Layout, mode: Mode) -> tuple[torch.Tensor, torch.Tensor]:
     """``(groups [T], visibility [G, G])`` whose expansion (and causal order) is
     ``attention_mask(layout, mode)``.
 
@@ -104,7 +105,7 @@ def token_groups(layout: Layout, mode: str) -> tuple[torch.Tensor, torch.Tensor]
     return torch.repeat_interleave(torch.arange(len(lens)), lens), vis
 
 
-def prepare_example(input_ids: Sequence[int], loss_from: int, tokenizer, mode: str,
+def prepare_example(input_ids: Sequence[int], loss_from: int, tokenizer, mode: Mode,
                     name: str = "example") -> TopologyExample:
     """A :class:`TopologyExample` from token ids; the loss covers tokens from ``loss_from``
     on whose logical predecessor they can see (a step's first token is never predicted
@@ -151,7 +152,7 @@ class TopologyCollator:
     ``dataset_kwargs={"skip_prepare_dataset": True}`` (the collator tokenizes).
     """
 
-    def __init__(self, tokenizer, mode: str = "dag", max_len: int | None = None, *, mask: str = "dense",
+    def __init__(self, tokenizer, mode: Mode = "dag", max_len: int | None = None, *, mask: str = "dense",
                  mask_dtype="float32", pad_to_multiple_of: int | None = None, block_size: int = 128,
                  device=None, cache: bool = True):
         self.tokenizer = tokenizer

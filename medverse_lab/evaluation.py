@@ -13,7 +13,7 @@ from __future__ import annotations
 import polars as pl
 from tqdm.auto import tqdm
 
-from .topology import ENGINE_MODES
+from .modes import ENGINE_MODES, Mode
 
 
 SCHEMA = {
@@ -66,7 +66,7 @@ def evaluate(engine, questions, modes=("dag", "sequential"), n: int | None = Non
     return table, summarize(table)
 
 
-def _row(q, mode: str, run) -> dict:
+def _row(q, mode: Mode, run) -> dict:
     """One table row: the run's answer and figures, or the error that stopped it."""
     row = {"question_id": str(q.id), "mode": mode, "answer": q.answer}
     if isinstance(run, Exception):

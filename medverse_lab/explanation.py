@@ -14,10 +14,11 @@ from __future__ import annotations
 import torch
 
 from .layout import Layout
-from .topology import sft_chunks, as_layout, check_mode, group_visibility
+from .modes import Mode, check_mode
+from .topology import as_layout, group_visibility, sft_chunks
 
 
-def visible(layout: Layout, mode: str, q: int, k: int) -> bool:
+def visible(layout: Layout, mode: Mode, q: int, k: int) -> bool:
     """The matrix entry for tokens q and k before causal order: may q's group see k's?"""
     lens, vis = group_visibility(layout, mode)
     group = torch.repeat_interleave(torch.arange(len(lens)), lens)
@@ -44,7 +45,7 @@ def _name(w: dict) -> str:
     return own + (" (separator after </Step>)" if w["part"] == "separator" else "")
 
 
-def explain(layout: Layout, q: int, k: int, mode: str = "dag") -> dict:
+def explain(layout: Layout, q: int, k: int, mode: Mode = "dag") -> dict:
     """Why token ``q`` can or cannot attend to token ``k`` under ``mode``.
 
     Returns ``{"q", "k", "mode", "allowed", "reason", "text", "q_branch", "k_branch"}``;

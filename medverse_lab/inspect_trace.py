@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .modes import Mode
+
 EXAMPLE = Path(__file__).parent / "examples" / "stemi.txt"
 
 
@@ -34,7 +36,7 @@ def default_tokenizer(text: str):
     return train_tokenizer([text] * 4, vocab_size=512), "a BPE tokenizer trained on this trace"
 
 
-def segment_picture(layout, mode: str) -> list[str]:
+def segment_picture(layout, mode: Mode) -> list[str]:
     """One character per (query segment, key segment): ■ all visible, ◣ causal (own
     segment), ◩ partly visible, · hidden; then each segment's positions."""
     from .topology import attention_mask, position_ids
@@ -100,7 +102,7 @@ def request_miniature(layout) -> list[str]:
 def main(args) -> int:
     from .format import parse_trace
     from .layout import Layout
-    from .topology import MODES
+    from .modes import MODES
 
     text = Path(args.trace).read_text(encoding="utf-8")
     trace = parse_trace(text)

@@ -23,6 +23,7 @@ import torch
 
 from .errors import LayoutError, PlanError, problem
 from .format import STEP_HEADER
+from .modes import Mode
 from .plan import Plan
 from .tokens import tag_ids
 
@@ -239,7 +240,7 @@ class Layout:
             out += range(start[seg.branch], start[seg.branch] + seg.stop - self.own_start(seg.branch))
         return out
 
-    def for_mode(self, mode: str) -> "Layout":
+    def for_mode(self, mode: Mode) -> "Layout":
         """The layout ``mode`` reads: the request layout for ``request``, the plain one
         (:attr:`base`) for every other mode."""
         return self.for_requests() if mode == "request" else self.base

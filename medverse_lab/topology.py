@@ -40,20 +40,10 @@ import torch
 
 from .errors import LayoutError
 from .layout import Layout, request_repeats
+from .modes import ENGINE_MODES, MODES, Mode, check_mode
 from .plan import Plan, chunk_steps
 
-MODES = ("dag", "layered", "speculative", "sequential", "request", "medverse-sft")
-ENGINE_MODES = ("dag", "layered", "speculative", "sequential", "request")
-
-
-def check_mode(mode: str, modes: tuple[str, ...] = MODES) -> str:
-    """Return ``mode`` if valid, else raise ``ValueError`` listing the valid ones."""
-    if mode not in modes:
-        raise ValueError(f"unknown mode {mode!r}; valid modes are {', '.join(modes)}")
-    return mode
-
-
-def segment_visibility(plan: Plan, mode: str) -> torch.Tensor:
+def segment_visibility(plan: Plan, mode: Mode) -> torch.Tensor:
     """``[S+2, S+2]`` bool over segments (prefix, steps in plan order, conclusion):
     ``vis[q, k]`` is True when tokens of segment q may see (earlier) tokens of segment k.
 
@@ -110,7 +100,7 @@ def _expand(vis: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
     return vis.repeat_interleave(lens, dim=0).repeat_interleave(lens, dim=1).tril_()
 
 
-def as_layout(obj, mode: str | None = None) -> Layout:
+def as_layout(obj, mode: Mode | None = None) -> Layout:
     """``obj`` if it is a :class:`Layout`, else its ``.layout`` (a Run); ``TypeError``
     otherwise. With ``mode``, a ``LayoutError`` when it is not the layout ``mode`` reads
     (the request layout for ``request``, the plain one for the others), saying which to pass."""
@@ -128,7 +118,7 @@ def as_layout(obj, mode: str | None = None) -> Layout:
     return layout
 
 
-def group_visibility(layout: Layout, mode: str = "dag") -> tuple[torch.Tensor, torch.Tensor]:
+def group_visibility(layout: Layout, mode: Mode = "dag") -> tuple[torch.Tensor, torch.Tensor]:
     """``(lens [G], vis [G, G])``: the tokens of ``layout`` in G contiguous groups (the
     segments; for ``medverse-sft`` step blocks and the plain runs around them) of ``lens``
     tokens, and whether a group's tokens may see an earlier group's. The mask of ``mode``
@@ -140,7 +130,7 @@ def group_visibility(layout: Layout, mode: str = "dag") -> tuple[torch.Tensor, t
     return layout.segment_lengths(), segment_visibility(layout.plan, mode)
 
 
-def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
+def attention_mask(layout: Layout, mode: Mode = "dag") -> torch.Tensor:
     """``[T, T]`` bool: ``mask[q, k]`` is True when token q may attend to token k.
     ``layout`` may also be a Run (its ``run.layout``); for ``request`` it is the request
     layout (:meth:`Layout.for_requests`), for the other modes the plain one."""
@@ -148,7 +138,7 @@ def attention_mask(layout: Layout, mode: str = "dag") -> torch.Tensor:
     return _expand(vis, lens)
 
 
-def _earlier_seen(plan: Plan, mode: str) -> dict[str, list[str]]:
+def _earlier_seen(plan: Plan, mode: Mode) -> dict[str, list[str]]:
     """For each step (and ``conclusion``), the earlier steps it sees under ``mode``: read
     off :func:`segment_visibility`, the one rule both positions and scheduling follow."""
     vis = segment_visibility(plan, mode).tolist()
@@ -156,7 +146,7 @@ def _earlier_seen(plan: Plan, mode: str) -> dict[str, list[str]]:
     return {sid: [ids[k] for k in range(q) if vis[q + 1][k + 1]] for q, sid in enumerate(ids)}
 
 
-def read_steps(plan: Plan, mode: str, seen: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+def read_steps(plan: Plan, mode: Mode, seen: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """For each step (and ``conclusion``), the earlier steps it reads under ``mode``: those
     whose segments it sees, and under ``request`` those its own segment repeats (its
     ancestors; every step for the conclusion). A step may start once all are done.
@@ -168,7 +158,7 @@ def read_steps(plan: Plan, mode: str, seen: dict[str, list[str]] | None = None) 
     return {sid: [s for s in plan.ids if s in steps or s in repeats[sid]] for sid, steps in seen.items()}
 
 
-def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: str) -> dict[str, int]:
+def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mode: Mode) -> dict[str, int]:
     """Start position of each step's segment (and of ``conclusion``'s) under ``mode``.
 
     One rule for every mode: a segment starts where the last earlier segment it sees ends
@@ -190,7 +180,7 @@ def segment_starts(plan: Plan, prefix_len: int, step_lens: Mapping[str, int], mo
     return starts
 
 
-def ready_steps(plan: Plan, mode: str, done: Iterable[str]) -> list[str]:
+def ready_steps(plan: Plan, mode: Mode, done: Iterable[str]) -> list[str]:
     """Steps not in ``done`` that may start under ``mode`` once ``done`` have finished:
     those whose every earlier step they read is done (the scheduler of ``mode``).
 
@@ -222,7 +212,7 @@ def _sft_positions(layout: Layout) -> torch.Tensor:
     return pos
 
 
-def position_ids(layout: Layout, mode: str = "dag") -> torch.Tensor:
+def position_ids(layout: Layout, mode: Mode = "dag") -> torch.Tensor:
     """``[T]`` long: the position index of every token under ``mode`` (``layout`` may be a
     Run; for ``request`` the request layout, where each segment counts on from the prefix)."""
     check_mode(mode)

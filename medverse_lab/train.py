@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .collator import IGNORE, TopologyCollator, TopologyExample
+from .modes import MODES, Mode, check_mode
 from .records import load_records, turns
 from .tokens import add_medverse_tokens, tag_ids, to_dtype, train_tokenizer
-from .topology import MODES, check_mode
 
 
 @dataclass
@@ -42,7 +42,7 @@ class TrainConfig:
 
     data: str                              # JSONL of MedVerse records
     out: str                               # checkpoint folder
-    mode: str = "dag"                      # one of MODES; recorded as config.medverse_mode
+    mode: Mode = "dag"                      # one of MODES; recorded as config.medverse_mode
     eval_data: str | None = None           # JSONL; default: hold out eval_fraction of data
     eval_fraction: float = 0.02
     init: str | None = None                # a local causal-LM folder to fine-tune; default: a new Qwen2 model

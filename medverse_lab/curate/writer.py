@@ -28,6 +28,7 @@ from typing import Protocol, runtime_checkable
 
 import networkx as nx
 
+from ..modes import Mode
 from ..plan import Plan, Step
 from ..questions import Question, format_question
 from .knowledge import load_knowledge
@@ -129,7 +130,7 @@ class EngineWriter:
     question with ``errors="skip"``: the Curator keeps only traces that answer right.
     """
 
-    def __init__(self, engine, *, temperature: float = 0.0, seed: int = 0, mode: str | None = None, **run_kwargs):
+    def __init__(self, engine, *, temperature: float = 0.0, seed: int = 0, mode: Mode | None = None, **run_kwargs):
         if not callable(getattr(engine, "run", None)):
             raise TypeError(f"EngineWriter needs an engine with run(), not {type(engine).__name__}")
         self.engine = engine

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import PlanError
+from ..modes import Mode
 from ..plan import Plan, Step, parse_outline
 from ..prompt import build_prompt
 from ..layout import request_repeats
@@ -183,7 +184,7 @@ class Decoder:
     """One run (or rerun) while it decodes; build with :meth:`fresh` or :meth:`resume`,
     drive with a :class:`Batch`, read the result with :meth:`to_run`."""
 
-    def __init__(self, engine, settings: Settings, *, question: str, prompt: str, requested_mode: str,
+    def __init__(self, engine, settings: Settings, *, question: str, prompt: str, requested_mode: Mode,
                  emit: bool = False, slots: Slots | None = None, slot_seg=(), calls: int = 0, generation: int = 0):
         self.id = next(_ids)
         self.e, self.ids, self.settings = engine, engine.ids, settings
@@ -235,7 +236,7 @@ class Decoder:
 
     # ----- construction ---------------------------------------------------------------------
     @classmethod
-    def fresh(cls, engine, question: str, mode: str, plan: Plan | None, settings: Settings, *, emit=False,
+    def fresh(cls, engine, question: str, mode: Mode, plan: Plan | None, settings: Settings, *, emit=False,
               forced_bodies=None, generation=0, first_events=(), prompt: str | None = None) -> "Decoder":
         """A new run: the prompt (and a given ``plan``) is the first chunk; then Phase I or II.
         ``prompt`` replaces the one built from ``question`` (it must end the assistant's
@@ -409,7 +410,7 @@ class Decoder:
             self.note(PlanRejected(err, self.requested_mode, "sequential", plan, text))
             return plan, "sequential"
 
-    def start_steps(self, plan: Plan, mode: str, done=(), lens=None) -> None:
+    def start_steps(self, plan: Plan, mode: Mode, done=(), lens=None) -> None:
         """Phase II: the plan's segment visibility, then the first steps of the schedule."""
         self.plan, self.mode = plan, mode
         self.seg = {sid: i + 1 for i, sid in enumerate(plan.ids)}

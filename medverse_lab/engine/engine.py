@@ -21,7 +21,8 @@ import torch
 
 from ..plan import Plan
 from ..tokens import TAGS, add_medverse_tokens, to_dtype
-from ..topology import ENGINE_MODES, read_steps
+from ..modes import ENGINE_MODES, Mode, check_mode
+from ..topology import read_steps
 from ..prompt import SYSTEM_PROMPT, THINK_PREFIX
 from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
 from .events import Rerun
@@ -43,7 +44,7 @@ SFT_REFUSED = (
     "stays available to ml.attention_mask / ml.position_ids for inspection and training.")
 
 
-def default_model_path(mode: str = "dag") -> Path | None:
+def default_model_path(mode: Mode = "dag") -> Path | None:
     """The folder of the embedded teaching model trained with ``mode``, if it is shipped
     (holds a ``config.json``): ``dag`` (the default model) or ``request`` (its sibling
     fine-tuned for the request mode, what a stock serving engine decodes exactly)."""
@@ -53,13 +54,11 @@ def default_model_path(mode: str = "dag") -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def check_engine_mode(mode: str) -> str:
+def check_engine_mode(mode: str) -> Mode:
     """``mode`` if the engine decodes it, else a ``ValueError`` that says why and what to use."""
     if mode == "medverse-sft":
         raise ValueError(SFT_REFUSED)
-    if mode not in ENGINE_MODES:
-        raise ValueError(f"unknown mode {mode!r}; the engine's modes are {', '.join(ENGINE_MODES)}")
-    return mode
+    return check_mode(mode, ENGINE_MODES)
 
 
 def _check_attention(impl: str | None) -> None:
@@ -288,7 +287,7 @@ class Engine:
                 f"attention={self.model.config._attn_implementation}, mode={self.default_mode!r})")
 
     # ----- running -----------------------------------------------------------------------
-    def run(self, question: str, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
+    def run(self, question: str, mode: Mode | None = None, plan: Plan | str | None = None, seed: int = 0,
             temperature: float | None = None, top_p: float | None = None, max_plan_tokens: int = 512, max_step_tokens: int = 256,
             max_conclusion_tokens: int = 256, on_token=None) -> Run:
         """Answer ``question``: plan (or force ``plan``), decode the steps by ``mode``, conclude.
@@ -346,7 +345,7 @@ class Engine:
                 bar.update()
         return runs
 
-    def check_mode(self, mode: str) -> str:
+    def check_mode(self, mode: str) -> Mode:
         """``mode`` if this engine decodes it exactly, else a ``ValueError`` saying why and
         what to use (a stock-engine backend takes ``request`` and ``sequential`` only)."""
         mode = check_engine_mode(mode)
@@ -354,7 +353,7 @@ class Engine:
             refuse_mode(mode, self.backend)
         return mode
 
-    def decoder(self, question: str, *, mode: str | None = None, plan: Plan | str | None = None, seed: int = 0,
+    def decoder(self, question: str, *, mode: Mode | None = None, plan: Plan | str | None = None, seed: int = 0,
                 temperature: float | None = None, top_p: float | None = None, max_plan_tokens: int = 512,
                 max_step_tokens: int = 256, max_conclusion_tokens: int = 256, emit: bool = False,
                 prompt: str | None = None) -> Decoder:

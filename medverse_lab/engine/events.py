@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from ..errors import PlanError
+from ..modes import Mode
 from ..plan import Plan
 
 
@@ -42,7 +43,7 @@ class PhaseStart(Event):
     kind: ClassVar[str] = "phase"
     phase: str
     time_s: float
-    mode: str | None = None
+    mode: Mode | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class PlanRejected(Event):
 
     kind: ClassVar[str] = "plan-error"
     error: PlanError
-    requested_mode: str
+    requested_mode: Mode
     fallback: str
     plan: Plan
     plan_text: str

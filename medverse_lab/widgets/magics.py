@@ -16,8 +16,8 @@ import shlex
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..errors import PlanError
+from ..modes import ENGINE_MODES
 from ..plan import Plan
-from ..topology import ENGINE_MODES
 from .plan_editor import PlanEditor
 from .run_viewer import RunViewer
 

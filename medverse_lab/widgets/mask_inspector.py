@@ -14,7 +14,8 @@ import traitlets as t
 
 from ..explanation import explain
 from ..layout import Layout
-from ..topology import MODES, attention_mask, check_mode, position_ids
+from ..modes import MODES, Mode, check_mode
+from ..topology import attention_mask, position_ids
 from ._shared import STATIC, LiveView, int32_bytes, pack_bits, popcount
 from .picture import mask_picture
 
@@ -76,13 +77,13 @@ class MaskInspector(LiveView):
     #: the branch highlighted (a step id, "prefix", "conclusion" or ""); a click on a band sets it
     selected = t.Unicode("").tag(sync=True)
 
-    def __init__(self, source, mode: str | None = None, diff: str | None = None, tokenizer=None, **kwargs):
+    def __init__(self, source, mode: Mode | None = None, diff: Mode | None = None, tokenizer=None, **kwargs):
         super().__init__(**kwargs)
         self._observing = self._settling = False
         self.show(source, mode=mode, diff=diff, tokenizer=tokenizer)
         self.on_msg(self._on_frontend_msg)
 
-    def show(self, source, mode: str | None = None, diff: str | None = None, tokenizer=None) -> None:
+    def show(self, source, mode: Mode | None = None, diff: Mode | None = None, tokenizer=None) -> None:
         """Show another run or layout in this view (mode: the given one, else the run's,
         else the current; the diff mode is kept unless given)."""
         if isinstance(source, Layout):
@@ -125,7 +126,7 @@ class MaskInspector(LiveView):
             return []
         return [tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
 
-    def layout_for(self, mode: str) -> Layout:
+    def layout_for(self, mode: Mode) -> Layout:
         """The layout ``mode`` reads: the request layout for ``request``, else the plain one
         (each built once per source shown)."""
         key = mode == "request"
@@ -138,7 +139,7 @@ class MaskInspector(LiveView):
         """The layout shown: the request layout in mode ``request``, else the plain one."""
         return self.layout_for(self.mode)
 
-    def packed_mask(self, mode: str) -> bytes:
+    def packed_mask(self, mode: Mode) -> bytes:
         """``attention_mask(layout, mode)`` bit-packed, over the layout ``mode`` reads (cached per mode)."""
         if mode not in self._packed:
             self._packed[mode] = pack_bits(attention_mask(self.layout_for(mode), check_mode(mode)))
@@ -183,21 +184,24 @@ class MaskInspector(LiveView):
         if self._settling:  # _refresh itself cleared an impossible diff
             return
         name, value = change["name"], change["new"]
-        if value and value not in MODES:  # a bad value from the view: put the old one back
+        try:
+            if value:
+                check_mode(value)
+        except ValueError as exc:  # a bad value from the view: put the old one back
             self.set_trait(name, change["old"])
-            self.notice = f"unknown mode {value!r}; valid modes are {', '.join(MODES)}"
+            self.notice = str(exc)
             return
         self.notice = ""
         self._refresh()
 
     # ----- questions -----------------------------------------------------------------------
-    def allowed(self, q: int, k: int, mode: str | None = None) -> bool:
+    def allowed(self, q: int, k: int, mode: Mode | None = None) -> bool:
         """Whether token q may attend to token k under ``mode`` (default: the shown mode)."""
         mode = mode or self.mode
         bit = q * self.layout_for(mode).T + k
         return bool(self.packed_mask(mode)[bit >> 3] & (128 >> (bit & 7)))
 
-    def explain(self, q: int, k: int, mode: str | None = None) -> dict:
+    def explain(self, q: int, k: int, mode: Mode | None = None) -> dict:
         """Why q can or cannot see k (see :func:`explain`); shows it in the view too.
         With a diff mode set, ``other`` holds the answer under the diff mode."""
         q, k = int(q), int(k)

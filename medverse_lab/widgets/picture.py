@@ -16,6 +16,7 @@ from html import escape
 
 import numpy as np
 
+from ..modes import Mode
 from ._shared import unpack_bits
 
 #: the classes of the picture's outer element: ``widgets.css`` hides it while the live view
@@ -195,7 +196,7 @@ def mask_png(mask: np.ndarray, segments: list[dict], side: int = 360) -> bytes:
     return out.getvalue()
 
 
-def mask_picture(T: int, packed: bytes, segments: list[dict], mode: str, notice: str = "") -> str:
+def mask_picture(T: int, packed: bytes, segments: list[dict], mode: Mode, notice: str = "") -> str:
     """What a :class:`MaskInspector` shows: the mask of ``mode`` and its segments' colours."""
     if not T:
         return _text("(empty layout)", _MUTED)

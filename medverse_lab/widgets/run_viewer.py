@@ -18,7 +18,7 @@ import time
 
 import traitlets as t
 
-from ..topology import ENGINE_MODES
+from ..modes import ENGINE_MODES
 from ._shared import STATIC, LiveView
 from .picture import run_picture
 
