@@ -483,19 +483,24 @@ class Batch:
         self.owner, self.seg = empty, empty  # per cache slot: the Decoder.id it belongs to, its segment there
         # sdpa takes a boolean mask as is; eager *adds* the mask to the scores, so it gets 0 / -inf floats
         self.bool_mask = engine.model.config._attn_implementation == "sdpa"
-        #: chunked prefill: the most prompt tokens a run feeds per forward call while other
-        #: runs decode (``prefill_chunk``) and while none does (``prefill_chunk_idle``);
-        #: None feeds a prompt whole (the default: one call, as ``run`` and ``run_many`` do)
+        #: chunked prefill: a prompt longer than ``prefill_chunk`` tokens is fed in a cache
+        #: of its own (the *lane*), that many tokens per call while other runs decode
+        #: (``prefill_chunk_idle`` while none does), and joins the shared cache when whole.
+        #: Lane calls take at most as much time as the batch's own calls while both have
+        #: work, so a short request at most doubles its latency while a long prompt is fed.
+        #: None (the default, as ``run`` and ``run_many`` use it) feeds a prompt in one call.
         self.prefill_chunk: int | None = None
         self.prefill_chunk_idle: int | None = None
-
-    def prefill_limit(self) -> int | None:
-        """How many prompt tokens a run feeds in the next call (see :attr:`prefill_chunk`)."""
-        busy = any(not d.prefilling for d in self.members)
-        return self.prefill_chunk if busy else self.prefill_chunk_idle
+        self.lane: list[tuple[Decoder, "Batch"]] = []
+        self._spent = [0.0, 0.0]  # seconds of batch and lane calls while both had work
 
     def __len__(self) -> int:
-        return len(self.members)
+        return len(self.members) + len(self.lane)
+
+    @property
+    def prefilling(self) -> list[Decoder]:
+        """The runs whose prompt is still being fed in the lane."""
+        return [d for d, _ in self.lane]
 
     def add(self, d: Decoder) -> None:
         """``d`` joins; its existing slots (a rerun's) must be at the end of the cache."""
@@ -509,26 +514,55 @@ class Batch:
         """``d`` (a fresh run) joins a running batch: its prompt chunk is encoded in a forward
         of its own (in the batch it would attend over every other run's slots, all masked
         out), then its slots are appended to the shared cache."""
+        if self.prefill_chunk is not None and d.unfed_prompt > self.prefill_chunk:
+            solo = Batch(self.e)
+            solo.add(d)
+            self.lane.append((d, solo))
+            return
         if not self.members:
             self.add(d)
             return
         solo = Batch(self.e)
-        solo.prefill_chunk = solo.prefill_chunk_idle = self.prefill_limit()
         solo.add(d)
-        solo.step()
+        solo._step()
+        self._merge(d, solo)
+
+    def _merge(self, d: Decoder, solo: "Batch") -> None:
+        """``d``, alone in ``solo``, moves into this batch: its slots go to the end of the cache."""
         cache = solo.remove(d)
-        with torch.inference_mode():
-            for src, dst in zip(cache.layers, self.cache.layers):
-                dst.update(src.keys, src.values)
+        if not len(self.owner):
+            self.cache = cache
+        else:
+            with torch.inference_mode():
+                for src, dst in zip(cache.layers, self.cache.layers):
+                    dst.update(src.keys, src.values)
         self.add(d)
 
-    @torch.inference_mode()
     def step(self) -> list[Decoder]:
-        """One forward call over every member's chunks; each member absorbs its sampled
-        tokens. Returns the members that finished (still in the batch: take them out with
-        :meth:`remove`)."""
+        """One forward call: over every member's chunks (each member absorbs its sampled
+        tokens), or one chunk of the prompt being fed in the lane. Returns the members that
+        finished (still in the batch: take them out with :meth:`remove`)."""
+        if self.lane and (not self.members or self._spent[1] < self._spent[0]):
+            d, solo = self.lane[0]
+            t = time.perf_counter()
+            solo._step(self.prefill_chunk if self.members else self.prefill_chunk_idle)
+            if self.members:
+                self._spent[1] += time.perf_counter() - t
+            if not d.prefilling:  # the prompt is in: the run decodes in the shared cache from now on
+                self.lane.pop(0)
+                self._merge(d, solo)
+            return [d] if d.finished else []
+        t = time.perf_counter()
+        done = self._step()
+        if self.lane:
+            self._spent[0] += time.perf_counter() - t
+        else:
+            self._spent = [0.0, 0.0]
+        return done
+
+    @torch.inference_mode()
+    def _step(self, prefill: int | None = None) -> list[Decoder]:
         ids, pos, owner, seg, last, fed = [], [], [], [], [], []
-        prefill = self.prefill_limit()
         for d in self.members:
             chunks = d.chunks(prefill)
             for b, chunk in chunks:
@@ -581,6 +615,10 @@ class Batch:
 
     def remove(self, d: Decoder, keep_cache: bool = True):
         """Take ``d`` out; returns a cache of its slots (in order) when ``keep_cache``."""
+        for i, (other, solo) in enumerate(self.lane):
+            if other is d:  # still being fed: drop its own cache
+                del self.lane[i]
+                return solo.remove(d, keep_cache)
         self.members.remove(d)
         mine = self.owner == d.id
         if bool(mine.all()):  # alone: hand the cache over as it is

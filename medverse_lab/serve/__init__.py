@@ -24,6 +24,8 @@ __all__ = ["create_app", "add_arguments", "main"]
 
 
 def add_arguments(parser) -> None:
+    from .worker import PREFILL_CHUNK
+
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     from ..engine.cli import add_engine_arguments
@@ -41,9 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-model-len", type=int,
                         help="the context in tokens: longer prompts are refused (default: the model's "
                         "max_position_embeddings)")
-    parser.add_argument("--prefill-chunk", type=int, default=64,
+    parser.add_argument("--prefill-chunk", type=int, default=PREFILL_CHUNK,
                         help="prompt tokens a run feeds per forward call while others decode: a long prompt "
-                        "does not stall the batch (default 64)")
+                        "does not stall the batch (default %(default)s)")
     parser.add_argument("--api-key", default=os.environ.get("MEDVERSE_API_KEY"),
                         help="require 'Authorization: Bearer KEY' (default: $MEDVERSE_API_KEY; none: open)")
     parser.add_argument("--allowed-hosts", default="",

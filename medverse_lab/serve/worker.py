@@ -25,9 +25,9 @@ from ..engine.decode import Decoder, continuous
 from ..engine.run import Run, TokenEvent
 from .protocol import Overloaded
 
-#: prompt tokens a run feeds per forward call while other runs decode (chunked prefill):
-#: small enough that their tokens keep coming, large enough that the prompt moves on
-PREFILL_CHUNK = 64
+#: prompt tokens a run feeds per forward call while other runs decode (chunked prefill; a
+#: longer prompt is fed in a cache of its own and gets at most half the time meanwhile)
+PREFILL_CHUNK = 128
 #: prompt tokens per forward call when nothing else decodes
 PREFILL_CHUNK_IDLE = 512
 
@@ -247,5 +247,5 @@ class Worker:
         if len(executor) or new:
             self.stats["forward_calls"] += 1
             self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(executor) + len(new))
-        self.prefilling = sum(d.prefilling for d in executor.members) + sum(d.prefilling for d in new)
+        self.prefilling = len(getattr(executor, "prefilling", ()))
         return new
