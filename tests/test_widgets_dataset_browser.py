@@ -32,7 +32,7 @@ def test_planted_problems_are_found_by_the_checker(dataset):
 def test_table_filters_and_search(dataset):
     _, broken, planted = dataset
     b = ml.DatasetBrowser(broken)
-    cols = json.loads(b.table.columns)
+    cols = b.table.columns
     assert cols["id"] == [r["id"] for r in broken] and len(b.visible) == len(broken)
     b.kind = "any"
     assert sorted(b.visible) == sorted({i for i, _ in planted})
@@ -52,7 +52,7 @@ def test_table_filters_and_search(dataset):
 def test_a_plan_in_the_wrong_order_still_shows_its_width(dataset):
     _, broken, planted = dataset
     b = ml.DatasetBrowser(broken)
-    columns = json.loads(b.table.columns)
+    columns = b.table.columns
     for i in (i for i, k in planted if k == "forward-dependency"):  # an error, but still a DAG
         assert "forward-dependency" in columns["kinds"][i] and columns["width"][i] >= 1
 
@@ -74,7 +74,7 @@ def test_selecting_marks_each_problem_where_it_is_and_fixing_the_plan_rechecks(d
     b.editor.toggle_dependency(forward, bad.id)
     assert b.problems_of(i).filter(b.problems_of(i)["severity"] == "error").height == 0
     assert i in b.fixed and b.inspector is not None and b.inspector.T > 100
-    assert "forward-dependency" not in json.loads(b.table.columns)["kinds"][i]
+    assert "forward-dependency" not in b.table.columns["kinds"][i]
     assert b.table.notice.endswith("no errors")
 
 

@@ -19,7 +19,7 @@ def plan():
 
 
 def draft_ids(editor):
-    return [s["id"] for s in json.loads(editor.draft)["steps"]]
+    return [s["id"] for s in editor.draft["steps"]]
 
 
 def kinds(editor):
@@ -29,7 +29,7 @@ def kinds(editor):
 def test_starts_with_the_plan_valid_and_marked_at_the_source(plan):
     editor = PlanEditor(plan)
     assert editor.plan == plan and editor.errors == []
-    assert ml.Plan.from_json(editor.plan_json) == plan
+    assert ml.Plan.from_json(json.dumps(editor.valid_plan)) == plan
     assert editor.marking == {"source": 1, "done:1": 0, "done:2": 0, "done:3": 0}
     assert editor.frontier == ["1", "2"]
 
@@ -51,7 +51,7 @@ def test_an_invalid_edit_shows_problems_at_the_step_and_keeps_the_last_valid_pla
     assert "cycle" in kinds(editor)
     assert {e["step"] for e in editor.errors} == {"1"}
     assert editor.plan == plan
-    assert json.loads(editor.draft)["steps"][0]["deps"] == ["3"]
+    assert editor.draft["steps"][0]["deps"] == ["3"]
     editor.toggle_dependency("3", "1")
     assert editor.errors == [] and editor.plan == plan
 
@@ -184,7 +184,7 @@ def test_untrusted_descriptions_stay_text_in_the_state():
     evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     editor = PlanEditor(ml.Plan([ml.Step("1", evil)]))
     assert editor.plan["1"].description == evil
-    assert json.loads(editor.draft)["steps"][0]["description"] == evil
+    assert editor.draft["steps"][0]["description"] == evil
 
 
 def test_two_editors_do_not_share_state(plan):

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:ff93f8622d74140ed763084b65982a209cc98d408722c3c6905917c86b1a7fb1 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:532053367c37b3eff9779d7cd15670e20fd937ccf1773ac482e507a88de58ec7 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {
@@ -636,24 +636,39 @@ function render({ model, el }) {
     model.set("diff_mode", diffSelect.value);
     model.save_changes();
   });
-  const onData = () => {
-    load();
-    draw();
-    showControls();
-    showHover();
-    scheduleOverlay();
+  let pending = /* @__PURE__ */ new Set();
+  let batch = 0;
+  const later = (what) => {
+    pending.add(what);
+    if (batch) return;
+    batch = requestAnimationFrame(() => {
+      batch = 0;
+      const due = pending;
+      pending = /* @__PURE__ */ new Set();
+      if (due.has("data")) {
+        load();
+        draw();
+        showHover();
+      }
+      if (due.has("data") || due.has("controls")) showControls();
+      if (due.has("explanation")) showExplanation();
+      if (due.has("data") || due.has("marker")) scheduleOverlay();
+    });
   };
+  const onData = () => later("data");
+  const onText = () => later("controls");
+  const onExplanation = () => later("explanation");
   const dataTraits = ["mask", "diff", "positions", "diff_positions", "segments", "T"];
   const textTraits = ["mode", "diff_mode", "diff_count", "notice", "run_mode", "modes"];
   for (const name of dataTraits) model.on(`change:${name}`, onData);
-  for (const name of textTraits) model.on(`change:${name}`, showControls);
+  for (const name of textTraits) model.on(`change:${name}`, onText);
   const clearMarker = () => {
     clicked = null;
-    showControls();
-    scheduleOverlay();
+    later("controls");
+    later("marker");
   };
   model.on("change:mode", clearMarker);
-  model.on("change:explanation", showExplanation);
+  model.on("change:explanation", onExplanation);
   model.on("change:selected", scheduleOverlay);
   const themeWatch = new MutationObserver(() => {
     draw();
@@ -668,11 +683,12 @@ function render({ model, el }) {
     stopWatching();
     themeWatch.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, onData);
-    for (const name of textTraits) model.off(`change:${name}`, showControls);
+    for (const name of textTraits) model.off(`change:${name}`, onText);
     model.off("change:mode", clearMarker);
-    model.off("change:explanation", showExplanation);
+    model.off("change:explanation", onExplanation);
     model.off("change:selected", scheduleOverlay);
     if (frame) cancelAnimationFrame(frame);
+    if (batch) cancelAnimationFrame(batch);
   };
 }
 var mask_inspector_default = { render };

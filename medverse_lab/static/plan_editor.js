@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:ff93f8622d74140ed763084b65982a209cc98d408722c3c6905917c86b1a7fb1 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:532053367c37b3eff9779d7cd15670e20fd937ccf1773ac482e507a88de58ec7 */
 
 // src/_dom.js
 var SVG_NS = "http://www.w3.org/2000/svg";
@@ -73,7 +73,7 @@ function render({ model, el }) {
   let linking = false;
   let describeTimer = null;
   const send = (op, args = {}) => model.send({ type: "edit", op, args });
-  const steps = () => JSON.parse(model.get("draft")).steps;
+  const steps = () => (model.get("draft") || {}).steps || [];
   const select = (id) => {
     model.set("selected", id || "");
     model.save_changes();

@@ -1,4 +1,4 @@
-/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:ff93f8622d74140ed763084b65982a209cc98d408722c3c6905917c86b1a7fb1 */
+/* medverse-lab widgets: built by widgets/build.mjs, do not edit. sources sha256:532053367c37b3eff9779d7cd15670e20fd937ccf1773ac482e507a88de58ec7 */
 
 // src/_dom.js
 function h(tag, className = "", text = null, attrs = {}) {

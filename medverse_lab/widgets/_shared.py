@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import anywidget
@@ -116,6 +118,78 @@ class SavedPicture:
         bundle = self._picture_bundle()
         if bundle["text/html"] != previous:
             update_display(bundle, raw=True, display_id=self._picture_id)
+
+
+def _kernel_loop():
+    """The event loop of the kernel's main thread (``None`` outside a kernel)."""
+    try:
+        from IPython import get_ipython
+
+        return getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+    except ImportError:
+        return None
+
+
+class BackgroundJob:
+    """One background job at a time for a widget, its trait changes made on the kernel's thread.
+
+    The job (a decode) runs in a thread so the notebook stays usable; what it wants shown it
+    :meth:`post`\ s as a callable, which the kernel's event loop runs on the main thread
+    (comm messages stay in order with everything else the kernel sends). A cell blocked in
+    :meth:`wait` is on that thread too: it runs the posted changes while it waits, so the
+    widget still streams. Outside a kernel (scripts, tests) posted changes run at once.
+    ``widget.busy`` is true from :meth:`start` until the job's last change is made.
+    """
+
+    def __init__(self, widget):
+        self.widget = widget
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pending: deque = deque()
+
+    def start(self, target, *args) -> threading.Thread:
+        """Run ``target(*args)`` in a thread; ``RuntimeError`` while a job runs."""
+        with self._lock:
+            if self.widget.busy:
+                raise RuntimeError("a run is in progress; wait for it to finish")
+            self.widget.busy = True
+        self._thread = threading.Thread(target=self._main, args=(target, args), daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def _main(self, target, args) -> None:
+        try:
+            target(*args)
+        finally:
+            self.post(lambda: setattr(self.widget, "busy", False))
+
+    def post(self, change) -> None:
+        """Make ``change()`` (trait updates) on the kernel's thread, in posting order."""
+        self._pending.append(change)
+        loop = _kernel_loop()
+        if loop is None or threading.current_thread() is threading.main_thread():
+            self.flush()
+        else:
+            loop.add_callback(self.flush)
+
+    def flush(self) -> None:
+        """Make every change posted so far (on the calling thread)."""
+        while self._pending:
+            try:
+                change = self._pending.popleft()
+            except IndexError:
+                return
+            change()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the job (at most ``timeout`` seconds), making its changes meanwhile."""
+        thread = self._thread
+        if thread is not None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while thread.is_alive() and (deadline is None or time.monotonic() < deadline):
+                thread.join(0.1)
+                self.flush()
+        self.flush()
 
 
 class LiveView(SavedPicture, anywidget.AnyWidget):

@@ -79,8 +79,8 @@ class RecordTable(LiveView):
 
     _esm = STATIC / "dataset_browser.js"
 
-    #: the dataset as JSON columns: id, steps, width, errors, warnings, kinds, key, fixed
-    columns = t.Unicode("{}").tag(sync=True)
+    #: the dataset by columns: id, steps, width, errors, warnings, kinds, key, fixed
+    columns = t.Dict().tag(sync=True)
     #: the record indices that pass the filter and the search, as int32 bytes
     visible = t.Bytes(b"").tag(sync=True)
     n_visible = t.Int(0).tag(sync=True)
@@ -131,7 +131,7 @@ class DatasetBrowser(SavedPicture, w.VBox):
         tabs.set_title(0, "Plan")
         tabs.set_title(1, "Mask")
         with self.table.hold_sync():
-            self.table.columns = json.dumps(self._columns(), ensure_ascii=False)
+            self.table.columns = self._columns()
             self.table.kinds = self._kind_counts()
             self._filter()
         self.table.observe(self._filter, names=["kind", "search"])
@@ -145,7 +145,7 @@ class DatasetBrowser(SavedPicture, w.VBox):
         shown = f" with problem {table.kind!r}" if table.kind not in ("", "any") else (
             " with errors" if table.kind == "any" else "")
         shown += f" matching {table.search!r}" if table.search else ""
-        parts = [table_picture(json.loads(table.columns), self.visible, shown, table.notice)]
+        parts = [table_picture(table.columns, self.visible, shown, table.notice)]
         if table.selected >= 0:
             rec = self.records[table.selected]
             parts.append(f"<h4>Record {escape(record_id(rec, table.selected + 1))}</h4>"
@@ -284,7 +284,7 @@ class DatasetBrowser(SavedPicture, w.VBox):
             *(pl.when(pl.col("index") == index).then(pl.lit(s[c], dtype=self._frame.schema[c])).otherwise(pl.col(c))
               .alias(c) for c in ("steps", "width", "errors", "warnings", "kinds", "search")))
         with self.table.hold_sync():
-            self.table.columns = json.dumps(self._columns(), ensure_ascii=False)
+            self.table.columns = self._columns()
             self.table.kinds = self._kind_counts()
             self._filter()
             if self.table.selected == index:
@@ -330,9 +330,7 @@ class DatasetBrowser(SavedPicture, w.VBox):
         index = self.table.selected
         if self._loading or index < 0:
             return
-        draft = Plan.from_json(self.editor.draft) if self.editor.draft else None
-        if draft is not None:
-            self.fix_plan(index, draft)
+        self.fix_plan(index, self.editor.draft_plan)
 
     def _on_frontend_msg(self, _widget, content, _buffers) -> None:
         if not isinstance(content, dict):

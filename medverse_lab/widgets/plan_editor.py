@@ -16,7 +16,7 @@ import traitlets as t
 from ..errors import PlanError
 from ..petri import SOURCE, PetriNet, place
 from ..plan import Plan, Step
-from ._shared import STATIC, LiveView
+from ._shared import STATIC, BackgroundJob, LiveView
 from .picture import plan_picture
 
 
@@ -94,9 +94,9 @@ class PlanEditor(LiveView):
     _esm = STATIC / "plan_editor.js"
 
     #: the plan being edited, possibly invalid: ``{"steps": [{"id", "description", "deps"}]}``
-    draft = t.Unicode('{"steps": []}').tag(sync=True)
-    #: the last valid plan as JSON (:meth:`Plan.to_json`)
-    plan_json = t.Unicode('{"steps": []}').tag(sync=True)
+    draft = t.Dict({"steps": []}).tag(sync=True)
+    #: the last valid plan, in the same shape (``json.loads(plan.to_json())``)
+    valid_plan = t.Dict({"steps": []}).tag(sync=True)
     #: problems of the draft: ``{"kind", "message", "step"}`` (empty when valid)
     errors = t.List().tag(sync=True)
     #: the Petri-net drawing of the draft (see :func:`petri_layout`)
@@ -132,6 +132,7 @@ class PlanEditor(LiveView):
         self._past: list[list[dict]] = []
         self._future: list[list[dict]] = []
         self._lock = threading.RLock()
+        self._job = BackgroundJob(self)
         self.engine = engine
         self.last_run = None
         self.has_engine = engine is not None
@@ -155,26 +156,26 @@ class PlanEditor(LiveView):
     @property
     def draft_plan(self) -> Plan:
         """The draft as a :class:`Plan` (may be invalid)."""
-        return _plan_of(json.loads(self.draft)["steps"])
+        return _plan_of(self.draft["steps"])
 
     @property
     def is_valid(self) -> bool:
         return not self.errors
 
     def _steps(self) -> list[dict]:
-        return [dict(s, deps=list(s["deps"])) for s in json.loads(self.draft)["steps"]]
+        return [dict(s, deps=list(s["deps"])) for s in self.draft["steps"]]
 
     def _load(self, steps: list[dict]) -> None:
         """Show ``steps`` as the draft: validate, redraw, and keep it if valid."""
         plan = _plan_of(steps)
         problems = plan.problems()
         with self.hold_sync():
-            self.draft = json.dumps({"steps": steps}, ensure_ascii=False)
+            self.draft = {"steps": steps}
             self.errors = [_problem_dict(p) for p in problems]
             self.graph = petri_layout(plan)
             if not problems:
                 self._valid = plan
-                self.plan_json = plan.to_json()
+                self.valid_plan = json.loads(plan.to_json())
                 self._net = PetriNet(plan)
                 self._show_marking()
             if self.selected and self.selected not in [s["id"] for s in steps]:
@@ -188,7 +189,7 @@ class PlanEditor(LiveView):
             self._past.clear()
             self._future.clear()
             self._valid, self._net = None, None
-            self.plan_json = '{"steps": []}'
+            self.valid_plan = {"steps": []}
             self.notice = ""
             self._load(_draft_of(plan))
             if self._net is None:
@@ -339,45 +340,58 @@ class PlanEditor(LiveView):
         question = self.question if question is None else question
         if not question.strip():
             raise ValueError("type a question first")
-        with self._lock:
+        with self._lock:  # no edit may slip in between the check and the start
             if self.busy:
                 raise RuntimeError("a run is already in progress")
-            self.busy = True
-        plan = self._valid
-        self.reset_marking()
+            plan = self._valid
+            self.reset_marking()
+            worker = self._job.start(self._run, question, plan, kwargs)
         self.notice = "running…"
-        worker = threading.Thread(target=self._run, args=(question, plan, kwargs), daemon=True)
-        worker.start()
         if wait:
-            worker.join()
+            self._job.wait()
             return self.last_run
         return worker
 
-    def _run(self, question, plan, kwargs) -> None:
+    def wait(self, timeout: float | None = None):
+        """Wait for the background run; returns it (``None`` if it failed)."""
+        self._job.wait(timeout)
+        return self.last_run
+
+    def _run(self, question, plan, kwargs) -> None:  # in the job's thread: every change is posted
         from ..engine.events import StepEnd, StepStart
 
+        post = self._job.post
         started: set[str] = set()
         try:
             stream = self.engine.stream(question, plan=plan, **kwargs)
             for ev in stream:
                 if isinstance(ev, StepStart):
                     started.add(ev.branch)
-                    self.running = sorted(started - set(self._net.fired), key=plan.ids.index)
+                    post(lambda sid=ev.branch: self._step_started(plan, started | {sid}))
                 elif isinstance(ev, StepEnd):
-                    if self._net.is_enabled(ev.branch):
-                        self._net.fire(ev.branch)
-                    self.running = [s for s in self.running if s != ev.branch]
-                    self._show_marking()
+                    post(lambda sid=ev.branch: self._step_ended(sid))
             run = stream.run
-            self._net.waves()  # steps a non-dag scheduler finished before their parents
-            self._show_marking()
-            self.last_run = run
-            self.notice = f"done: answer {run.answer}" if run is not None else "done"
+
+            def finish() -> None:
+                self._net.waves()  # steps a non-dag scheduler finished before their parents
+                self._show_marking()
+                self.last_run = run
+                self.notice = f"done: answer {run.answer}" if run is not None else "done"
+
+            post(finish)
         except Exception as exc:  # shown in the view; the notebook keeps going
-            self._refused(f"run failed: {type(exc).__name__}: {exc}")
+            post(lambda msg=f"run failed: {type(exc).__name__}: {exc}": self._refused(msg))
         finally:
-            self.running = []
-            self.busy = False
+            post(lambda: setattr(self, "running", []))
+
+    def _step_started(self, plan: Plan, started: set[str]) -> None:
+        self.running = sorted(started - set(self._net.fired), key=plan.ids.index)
+
+    def _step_ended(self, sid: str) -> None:
+        if self._net.is_enabled(sid):
+            self._net.fire(sid)
+        self.running = [s for s in self.running if s != sid]
+        self._show_marking()
 
     # ----- messages from the view ------------------------------------------------------
     def _on_frontend_msg(self, _widget, content, _buffers) -> None:

@@ -19,7 +19,7 @@ import time
 import traitlets as t
 
 from ..modes import ENGINE_MODES
-from ._shared import STATIC, LiveView
+from ._shared import STATIC, BackgroundJob, LiveView
 from .picture import run_picture
 
 
@@ -168,8 +168,7 @@ class RunViewer(LiveView):
         self.forced_plan = plan
         self.runs: list = []
         self._parents: list[int | None] = []
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._job = BackgroundJob(self)
         self._adding = False
         self.question = question or (run.question if run is not None else "")
         if engine is not None:
@@ -235,19 +234,15 @@ class RunViewer(LiveView):
 
     # ----- decoding in the background --------------------------------------------------------
     def _start(self, target, *args) -> threading.Thread:
-        with self._lock:
-            if self.busy:
-                raise RuntimeError("a run is in progress; wait for it (viewer.wait())")
-            self.busy = True
+        if self.busy:
+            raise RuntimeError("a run is in progress; wait for it (viewer.wait())")
+        thread = self._job.start(target, *args)
         self.notice = "decoding…"
-        self._thread = threading.Thread(target=target, args=args, daemon=True)
-        self._thread.start()
-        return self._thread
+        return thread
 
     def wait(self, timeout: float | None = None):
         """Wait for the background run or rerun; returns the run shown."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._job.wait(timeout)
         return self.run
 
     def _streamer(self, lanes: dict[str, dict], order: list[str]):
@@ -266,8 +261,8 @@ class RunViewer(LiveView):
             now = time.monotonic()
             if now - last[0] > 0.1:  # at most ten updates a second reach the browser
                 last[0] = now
-                self.lanes = [dict(lanes[b]) for b in order]
-                self.summary = {**self.summary, "calls": ev.forward_call + 1, "live": True}
+                shown, calls = [dict(lanes[b]) for b in order], ev.forward_call + 1
+                self._job.post(lambda: self._stream_to(shown, calls))
 
         return on_token
 
@@ -285,18 +280,27 @@ class RunViewer(LiveView):
         settings.update(kwargs)
         return self._start(self._do_run, question, settings)
 
-    def _do_run(self, question, settings) -> None:
-        lanes, order = {}, []
+    def _stream_to(self, lanes: list[dict], calls: int) -> None:
+        with self.hold_sync():
+            self.lanes = lanes
+            self.summary = {**self.summary, "calls": calls, "live": True}
+
+    def _clear(self) -> None:
         with self.hold_sync():
             self.lanes, self.diffs, self.summary = [], {}, {"live": True, "calls": 0}
+
+    def _say(self, notice: str) -> None:
+        self._job.post(lambda: setattr(self, "notice", notice))
+
+    def _do_run(self, question, settings) -> None:  # in the job's thread: every change is posted
+        lanes, order = {}, []
+        self._job.post(self._clear)
         try:
             run = self.engine.run(question, on_token=self._streamer(lanes, order), **settings)
-            self._add(run, {"kind": "run"}, parent=None)
-            self.notice = f"done: {outcome(run)}"
+            self._job.post(lambda: self._add(run, {"kind": "run"}, parent=None))
+            self._say(f"done: {outcome(run)}")
         except Exception as exc:  # shown in the view; the notebook keeps going
-            self.notice = f"run failed: {type(exc).__name__}: {exc}"
-        finally:
-            self.busy = False
+            self._say(f"run failed: {type(exc).__name__}: {exc}")
 
     def rerun(self, step, seed: int | None = None, text: str | None = None, wait: bool = False):
         """Decode ``step`` of the shown run again (new ``seed`` or forced ``text``), with
@@ -307,28 +311,29 @@ class RunViewer(LiveView):
             raise RuntimeError("no run to rerun yet")
         if str(step) not in base.plan:
             raise KeyError(f"no step {step!r} in the run's plan; steps are {base.plan.ids}")
-        thread = self._start(self._do_rerun, self.current, str(step), seed, text)
+        thread = self._start(self._do_rerun, self.current, str(step), seed, text, [dict(x) for x in self.lanes])
         if wait:
-            thread.join()
-            return self.run
+            return self.wait()
         return thread
 
-    def _do_rerun(self, parent: int, step: str, seed, text) -> None:
+    def _do_rerun(self, parent: int, step: str, seed, text, shown: list[dict]) -> None:  # in the job's thread
         base = self.runs[parent]
-        lanes = {lane["branch"]: dict(lane) for lane in self.lanes}
-        order = [lane["branch"] for lane in self.lanes]
+        lanes = {lane["branch"]: lane for lane in shown}
+        order = [lane["branch"] for lane in shown]
         try:
             run = self.engine.rerun(base, step, seed=seed, text=text, on_token=self._rerun_streamer(lanes, order))
-            self._add(run, {"kind": "rerun", "step": step}, parent=parent, diffs=self._diffs(base, run))
-            self.selected = step
+
+            def show() -> None:
+                self._add(run, {"kind": "rerun", "step": step}, parent=parent, diffs=self._diffs(base, run))
+                self.selected = step
+
+            self._job.post(show)
             same = run.steps[step] == base.steps[step]
-            self.notice = f"rerun of step {step} done: {outcome(run)}" + (
+            self._say(f"rerun of step {step} done: {outcome(run)}" + (
                 f" (step {step} came out identical: greedy decoding repeats itself; raise the temperature or "
-                "edit its text)" if same else "")
+                "edit its text)" if same else ""))
         except Exception as exc:
-            self.notice = f"rerun failed: {type(exc).__name__}: {exc}"
-        finally:
-            self.busy = False
+            self._say(f"rerun failed: {type(exc).__name__}: {exc}")
 
     def _rerun_streamer(self, lanes, order):
         cleared: set[str] = set()

@@ -48,7 +48,7 @@ class Workbench(SavedPicture, w.VBox):
                                    indent=False, description_allow_html=False, layout=w.Layout(width="auto"),
                                    style={"description_width": "initial"})
         self.use_plan.observe(self._sync_plan, names="value")
-        self.editor.observe(self._sync_plan, names="plan_json")
+        self.editor.observe(self._sync_plan, names="valid_plan")
         self._mask_box = w.VBox([w.HTML("<i>The mask appears after the first run.</i>")])
         t.link((self.viewer, "selected"), (self.editor, "selected"))
         self.viewer.observe(self._on_run, names="current")

@@ -117,7 +117,7 @@ function render({ model, el }) {
   }
 
   function drawColumns() {
-    cols = JSON.parse(model.get("columns") || "{}");
+    cols = model.get("columns") || {};
     fixed = new Set(cols.fixed || []);
     drawTable();
   }

@@ -582,14 +582,33 @@ function render({ model, el }) {
   modeSelect.addEventListener("change", () => { model.set("mode", modeSelect.value); model.save_changes(); });
   diffSelect.addEventListener("change", () => { model.set("diff_mode", diffSelect.value); model.save_changes(); });
 
-  const onData = () => { load(); draw(); showControls(); showHover(); scheduleOverlay(); };
+  // A new source or mode changes several traits at once (one message from Python, one
+  // change event each): note what changed and draw it all once, in the next frame.
+  let pending = new Set();
+  let batch = 0;
+  const later = (what) => {
+    pending.add(what);
+    if (batch) return;
+    batch = requestAnimationFrame(() => {
+      batch = 0;
+      const due = pending;
+      pending = new Set();
+      if (due.has("data")) { load(); draw(); showHover(); }
+      if (due.has("data") || due.has("controls")) showControls();
+      if (due.has("explanation")) showExplanation();
+      if (due.has("data") || due.has("marker")) scheduleOverlay();
+    });
+  };
+  const onData = () => later("data");
+  const onText = () => later("controls");
+  const onExplanation = () => later("explanation");
   const dataTraits = ["mask", "diff", "positions", "diff_positions", "segments", "T"];
   const textTraits = ["mode", "diff_mode", "diff_count", "notice", "run_mode", "modes"];
   for (const name of dataTraits) model.on(`change:${name}`, onData);
-  for (const name of textTraits) model.on(`change:${name}`, showControls);
-  const clearMarker = () => { clicked = null; showControls(); scheduleOverlay(); }; // its cell means another thing now
+  for (const name of textTraits) model.on(`change:${name}`, onText);
+  const clearMarker = () => { clicked = null; later("controls"); later("marker"); }; // its cell means another thing now
   model.on("change:mode", clearMarker);
-  model.on("change:explanation", showExplanation);
+  model.on("change:explanation", onExplanation);
   model.on("change:selected", scheduleOverlay);
   // redraw when the JupyterLab theme changes (colours come from --jp-* variables)
   const themeWatch = new MutationObserver(() => { draw(); showControls(); });
@@ -603,11 +622,12 @@ function render({ model, el }) {
     stopWatching();
     themeWatch.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, onData);
-    for (const name of textTraits) model.off(`change:${name}`, showControls);
+    for (const name of textTraits) model.off(`change:${name}`, onText);
     model.off("change:mode", clearMarker);
-    model.off("change:explanation", showExplanation);
+    model.off("change:explanation", onExplanation);
     model.off("change:selected", scheduleOverlay);
     if (frame) cancelAnimationFrame(frame);
+    if (batch) cancelAnimationFrame(batch);
   };
 }
 

@@ -33,7 +33,7 @@ function render({ model, el }) {
   let describeTimer = null;
 
   const send = (op, args = {}) => model.send({ type: "edit", op, args });
-  const steps = () => JSON.parse(model.get("draft")).steps;
+  const steps = () => (model.get("draft") || {}).steps || [];
   const select = (id) => {
     model.set("selected", id || "");
     model.save_changes();
