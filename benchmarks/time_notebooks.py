@@ -37,8 +37,9 @@ def main(argv: list[str]) -> None:
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if argv:
         paths = [p for p in paths if p.name[:2] in argv]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for path in paths:
         seconds = time_notebook(path)
         print(f"| {path.stem} | {seconds:.0f} s |", flush=True)
