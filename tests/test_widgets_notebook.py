@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,5 @@ def test_the_tour_runs_headless(tmp_path):
     assert len(views) >= 7  # editor, inspectors, viewer, workbench, the magics' editor and viewer
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "x against sequential" in text and "re-decoded: ['2'" in text
+    everything = json.dumps([o for c in nb.cells if c.cell_type == "code" for o in c.outputs])
+    assert "Loading weights" not in everything  # no load bar in the notebook (Engine.load turns it off)
