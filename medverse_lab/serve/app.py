@@ -25,7 +25,8 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from .protocol import (MAX_BODY, ApiError, ChatCompletionChunk, ChatCompletionResponse, ChatRequest,
                        CompletionRequest, CompletionResponse, ErrorResponse, GenerateRequest, GenerateResponse, Health,
-                       InvalidRequest, MethodNotAllowed, ModelCard, ModelList, NotFound, TooLarge, Unauthorized)
+                       InvalidRequest, MethodNotAllowed, ModelCard, ModelList, NotFound, ServerError, TooLarge,
+                       Unauthorized)
 from .service import Service
 from .worker import Worker
 
@@ -77,6 +78,10 @@ def create_app(engine, *, mode: str | None = None, max_batch: int = 8, model_nam
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request, exc: RequestValidationError):
         return await _api_error(_request, validation_error(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def _crash(_request, exc: Exception):  # a bug, not the client's input: never a traceback on the wire
+        return await _api_error(_request, ServerError(f"internal error: {type(exc).__name__}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request, exc: StarletteHTTPException):
