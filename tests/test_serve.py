@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.data.questions import format_question, load_questions
+from medverse_lab.questions import format_question, load_questions
 
 from serve_util import (CAP, MODEL, PHASE_CAPS, QUESTION, alone, chat_turn_of, client, completion_of,  # noqa: F401
                         engine, reply_tokens, server)
