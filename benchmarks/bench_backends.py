@@ -33,9 +33,9 @@ import torch  # noqa: E402
 
 import medverse_lab as ml  # noqa: E402
 from bench_engine import QUESTION, build, machine, parser, plan_of  # noqa: E402
-from medverse_lab.curate import make_questions  # noqa: E402
+from medverse_lab.data.curate import make_questions  # noqa: E402
 from medverse_lab.engine import default_model_path  # noqa: E402
-from medverse_lab.questions import format_question  # noqa: E402
+from medverse_lab.data.questions import format_question  # noqa: E402
 
 PLAN = plan_of(6)
 

@@ -7,7 +7,7 @@ the cost of a training batch.
   the `dag` mask at 1k tokens: a Python loop over token pairs.
 - ``memory``: the attention mask one example hands the model at T = 8k and 32k: the dense
   additive float32 ``[1, 1, T, T]`` (built at 8k, counted at 32k: 4 GiB) against the
-  flex_attention block mask (:mod:`medverse_lab.flex`, 128-token tiles), with its share
+  flex_attention block mask (:mod:`medverse_lab.training.block_mask`, 128-token tiles), with its share
   of tiles flex skips or computes without a mask.
 - ``collate``: one training batch of 8 (the teaching model's tokenizer, Curator records):
   rebuilding every example's mask and positions at each step (what ``train`` did) against
@@ -90,8 +90,8 @@ def build_times():
 
 
 def mask_memory():
-    from medverse_lab.collator import TopologyExample, additive_mask, pad_examples, token_groups
-    from medverse_lab.flex import block_mask, block_mask_bytes, check_flex
+    from medverse_lab.training.collator import TopologyExample, additive_mask, pad_examples, token_groups
+    from medverse_lab.training.block_mask import block_mask, block_mask_bytes, check_flex
 
     check_flex()
     plan = random_plan(64)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import polars as pl
 
-from medverse_lab.curate import synthesize, write_jsonl
+from medverse_lab.data.curate import synthesize, write_jsonl
 from medverse_lab.engine import Engine
 from medverse_lab.evaluation import evaluate
-from medverse_lab.train import TrainConfig, train
+from medverse_lab.training.trainer import TrainConfig, train
 
 
 def train_overrides(pairs: list[str]) -> dict:

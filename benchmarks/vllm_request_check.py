@@ -22,9 +22,9 @@ import time
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")      # GiB of KV cache on CPU
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process
 
-from medverse_lab.curate import make_questions  # noqa: E402
+from medverse_lab.data.curate import make_questions  # noqa: E402
 from medverse_lab.engine import Engine, default_model_path  # noqa: E402
-from medverse_lab.questions import format_question  # noqa: E402
+from medverse_lab.data.questions import format_question  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -11,11 +11,11 @@ from importlib import import_module
 # The ground floor loads at once (plain Python and networkx): parse traces, build plans,
 # fire Petri nets, read records. Everything that needs torch, transformers, polars or the
 # widget stack loads on first use, so `import medverse_lab` stays fast.
+from .data import records
 from .errors import LayoutError, PetriNetError, PlanError, Problem, PROBLEM_KINDS
 from .format import StepBlock, Trace, make_trace, parse_trace
 from .petri import PetriNet
 from .plan import Plan, Step
-from . import records
 
 _LAZY = {  # public name -> the module that defines it
     **dict.fromkeys(["Layout", "Segment"], ".layout"),
@@ -25,14 +25,16 @@ _LAZY = {  # public name -> the module that defines it
                     ".topology"),
     "explain": ".explanation",
     **dict.fromkeys(["Engine", "Run"], ".engine"),
-    "CurationError": ".curate",
-    "check_dataset": ".check",
-    "load_questions": ".questions",
+    "CurationError": ".data.curate",
+    "check_dataset": ".data.check",
+    "load_questions": ".data.questions",
     "evaluate": ".evaluation",
-    "TopologyCollator": ".collator",
+    "TopologyCollator": ".training.collator",
     **dict.fromkeys(["PlanEditor", "MaskInspector", "RunViewer", "Workbench", "DatasetBrowser"], ".widgets"),
 }
-_SUBMODULES = ("curate", "workshop", "engine", "widgets", "train", "serve")
+#: public submodules -> where they live (``ml.train`` is the trainer, ``ml.curate`` the Curator)
+_SUBMODULES = {"curate": ".data.curate", "workshop": ".workshop", "engine": ".engine", "widgets": ".widgets",
+               "train": ".training.trainer", "serve": ".serve"}
 
 __version__ = "0.1.0"
 
@@ -48,7 +50,7 @@ def __getattr__(name):
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name], __name__), name)
     elif name in _SUBMODULES:
-        value = import_module(f".{name}", __name__)
+        value = import_module(_SUBMODULES[name], __name__)
     else:
         raise AttributeError(f"module 'medverse_lab' has no attribute {name!r}")
     globals()[name] = value  # later lookups skip this function

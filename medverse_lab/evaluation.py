@@ -25,7 +25,7 @@ SCHEMA = {
 
 
 def _questions(questions, n):
-    from .questions import load_questions
+    from .data.questions import load_questions
 
     qs = load_questions(questions) if isinstance(questions, (str, bytes)) or hasattr(questions, "__fspath__") \
         else [q if hasattr(q, "options") else load_questions([q])[0] for q in questions]
@@ -43,13 +43,13 @@ def evaluate(engine, questions, modes=("dag", "sequential"), n: int | None = Non
     call (:meth:`Engine.run_many`): the same runs, faster. A question that raises is recorded
     with its error, not fatal.
     """
-    from .engine.decode import _positive_int, decode_many
-    from .questions import format_question
+    from .data.questions import format_question
+    from .engine.decode import positive_int, decode_many
 
     modes = tuple(engine.check_mode(m) for m in modes)
     if not modes:
         raise ValueError("modes is empty: name at least one of " + ", ".join(ENGINE_MODES))
-    _positive_int("batch_size", batch_size)
+    positive_int("batch_size", batch_size)
     qs = _questions(questions, n)
     if not qs:
         raise ValueError("no questions to evaluate")
@@ -107,46 +107,3 @@ def summarize(table: pl.DataFrame) -> pl.DataFrame:
                                               pl.len().alias("speedup_runs"))
         summary = summary.join(speed, on="mode", how="left", maintain_order="left")
     return summary
-
-
-# ----- command line -------------------------------------------------------------------------
-
-def add_arguments(parser) -> None:
-    parser.add_argument("file", help="JSONL multiple-choice questions (options dict, key in answer_idx or answer)")
-    from .engine.cli import add_engine_arguments
-
-    add_engine_arguments(parser)
-    parser.add_argument("--modes", help="comma-separated (default dag,sequential; request,sequential with "
-                        "--backend vllm or remote)")
-    parser.add_argument("-n", type=int, help="only the first N questions")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write the per-question table (.csv, .parquet or .jsonl)")
-    parser.add_argument("--batch-size", type=int, default=8, help="questions decoded together (default 8)")
-
-
-def main(args) -> int:
-    from pathlib import Path
-
-    from .engine import check_engine_mode
-    from .engine.cli import load_engine
-    from .questions import load_questions
-
-    # everything that can be wrong with the arguments is found before the model loads
-    suffix = Path(args.out).suffix if args.out else None
-    writers = {".csv": "write_csv", ".parquet": "write_parquet", ".jsonl": "write_ndjson"}
-    if args.out and suffix not in writers:
-        raise ValueError(f"--out {args.out}: the table is written as .csv, .parquet or .jsonl")
-    for mode in (args.modes or "").split(","):
-        if mode:
-            check_engine_mode(mode)
-    questions = load_questions(args.file)
-    engine = load_engine(args)
-    modes = args.modes or ("dag,sequential" if engine.backend == "local" else "request,sequential")
-    table, summary = evaluate(engine, questions, modes=tuple(modes.split(",")), n=args.n, seed=args.seed,
-                              batch_size=args.batch_size)
-    with pl.Config(tbl_cols=-1, tbl_width_chars=160):
-        print(summary)
-    if args.out:
-        getattr(table, writers[suffix])(args.out)
-        print(f"wrote {len(table)} rows to {args.out}")
-    return 0

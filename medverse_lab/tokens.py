@@ -96,7 +96,7 @@ def train_tokenizer(texts, vocab_size: int = 2048, min_frequency: int = 2, optio
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .questions import LETTERS
+    from .data.questions import LETTERS
 
     specials = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", *TAGS]
     tok = Tokenizer(models.BPE())

@@ -40,7 +40,7 @@ import torch
 
 from .errors import LayoutError
 from .layout import Layout, request_repeats
-from .modes import ENGINE_MODES, MODES, Mode, check_mode
+from .modes import ENGINE_MODES, MODES, Mode, check_mode  # noqa: F401 (MODES: public here too)
 from .plan import Plan, chunk_steps
 
 def segment_visibility(plan: Plan, mode: Mode) -> torch.Tensor:

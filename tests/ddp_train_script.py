@@ -1,5 +1,5 @@
 """Launched by tests/test_train_distributed.py under torchrun or accelerate launch: train
-the tiny test model with ``medverse_lab.train`` and write this rank's weights and history,
+the tiny test model with ``medverse_lab.training.trainer`` and write this rank's weights and history,
 so that the test can compare the ranks with each other and with a one-process run.
 
     python tests/ddp_train_script.py DATA OUT DUMP
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from medverse_lab.train import TrainConfig, train
+from medverse_lab.training.trainer import TrainConfig, train
 
 TINY = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
             steps=6, batch_size=4, eval_every=3, save_every=6, lr=1e-2, warmup=2, device="cpu")

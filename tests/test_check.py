@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import medverse_lab as ml
 from medverse_lab import cli
-from medverse_lab.check import CHECK_KINDS, COLUMNS, check_text
+from medverse_lab.data.check import CHECK_KINDS, COLUMNS, check_text
 
 from conftest import EXAMPLE
 

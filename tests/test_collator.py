@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import medverse_lab as ml
-from medverse_lab.collator import allowed_mask, pad_examples, tokenize_record
-from medverse_lab.flex import block_mask, flex_available
+from medverse_lab.training.collator import allowed_mask, pad_examples, tokenize_record
+from medverse_lab.training.block_mask import block_mask, flex_available
 
 from conftest import tiny_model
 from test_train import records
@@ -139,8 +139,8 @@ def test_block_mask_is_the_dense_mask(tokenizer, mode):
 
 @needs_flex
 def test_block_mask_memory_grows_with_tiles_not_tokens_squared():
-    from medverse_lab.collator import TopologyExample, token_groups
-    from medverse_lab.flex import block_mask_bytes
+    from medverse_lab.training.collator import TopologyExample, token_groups
+    from medverse_lab.training.block_mask import block_mask_bytes
 
     plan = ml.Plan(ml.Step(i, f"a{i} -> b{i}", [i - 1] if i % 3 == 0 else []) for i in range(1, 17))
     sizes = {}

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.curate import CurationError, enumerate_cases, knowledge_table, load_knowledge, split_cases
-from medverse_lab.curate.cases import is_sound, supported
-from medverse_lab.curate.knowledge import FACT_COLUMNS, KNOWLEDGE_DIR, RELATIONS, nodes_of
+from medverse_lab.data.curate import CurationError, enumerate_cases, knowledge_table, load_knowledge, split_cases
+from medverse_lab.data.curate.cases import is_sound, supported
+from medverse_lab.data.curate.knowledge import FACT_COLUMNS, KNOWLEDGE_DIR, RELATIONS, nodes_of
 
 BLOCKERS = {"unstable angina", "acute cystitis", "threatened miscarriage"}  # distractors that block unsound cases
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import medverse_lab as ml
-from medverse_lab.curate import CurationError, plan_from_paths
+from medverse_lab.data.curate import CurationError, plan_from_paths
 
 
 def test_issue_example_gives_two_independent_chains():

@@ -10,10 +10,10 @@ from functools import reduce
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.curate import CurationError, EngineWriter, TemplateWriter, load_knowledge, synthesize, write_jsonl
-from medverse_lab.curate.cases import supported
-from medverse_lab.curate.knowledge import nodes_of, targets
-from medverse_lab.questions import format_question, load_questions, parse_answer, parse_user_turn
+from medverse_lab.data.curate import CurationError, EngineWriter, TemplateWriter, load_knowledge, synthesize, write_jsonl
+from medverse_lab.data.curate.cases import supported
+from medverse_lab.data.curate.knowledge import nodes_of, targets
+from medverse_lab.data.questions import format_question, load_questions, parse_answer, parse_user_turn
 
 RELATION = {"diagnosis": None, "management": "managed_with", "test": "confirmed_by"}
 
@@ -185,7 +185,7 @@ def test_an_engine_writes_the_steps_and_conclusion_of_the_curated_plan():
 
 
 def test_distractors_are_safe(graph, train):
-    from medverse_lab.curate.items import conflicts
+    from medverse_lab.data.curate.items import conflicts
 
     treats = {}
     for d in nodes_of(graph, "diagnosis"):
@@ -210,8 +210,8 @@ def test_distractors_are_safe(graph, train):
 def test_every_case_and_item_kind_has_enough_distractors(graph):
     import random
 
-    from medverse_lab.curate import enumerate_cases
-    from medverse_lab.curate.items import distractors, qtypes_for
+    from medverse_lab.data.curate import enumerate_cases
+    from medverse_lab.data.curate.items import distractors, qtypes_for
 
     for case in enumerate_cases(graph)[::3]:
         for qtype in qtypes_for(graph, case):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import medverse_lab as ml
-from medverse_lab.questions import (LETTERS, Question, format_question, load_questions, parse_answer,
+from medverse_lab.data.questions import (LETTERS, Question, format_question, load_questions, parse_answer,
                                     parse_user_turn)
 
 from conftest import SHARED_DATA

@@ -8,9 +8,9 @@ import json
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.check import check_record
-from medverse_lab.questions import question_from_record
-from medverse_lab.records import load_records, read_records, replace_assistant, training_turns, turns, write_jsonl
+from medverse_lab.data.check import check_record
+from medverse_lab.data.questions import question_from_record
+from medverse_lab.data.records import load_records, read_records, replace_assistant, training_turns, turns, write_jsonl
 
 TRACE = ml.curate.synthesize(1, seed=3)[0]
 USER = turns(TRACE).user

@@ -102,8 +102,8 @@ def test_streaming_and_rerun_in_request_mode(engine):
 def test_teaching_model_runs_are_its_requests_decoded_by_generate():
     """Model-written plans on held-out questions: every step and conclusion the engine
     samples in ``request`` mode is what plain ``generate`` writes for that request."""
-    from medverse_lab.curate import make_questions
-    from medverse_lab.questions import format_question
+    from medverse_lab.data.curate import make_questions
+    from medverse_lab.data.questions import format_question
 
     engine = Engine.load()
     questions = [format_question(q) for q in make_questions(4, seed=11, split="test")]
@@ -121,7 +121,7 @@ def test_train_mode_request_from_the_command_line(tmp_path):
     import subprocess
     import sys
 
-    from medverse_lab.records import write_jsonl
+    from medverse_lab.data.records import write_jsonl
     from test_train import records
 
     data = write_jsonl(records(24), tmp_path / "train.jsonl")
@@ -157,8 +157,8 @@ def test_command_line_run_in_request_mode_reports_each_step_once():
 
 @pytest.mark.skipif(default_model_path("request") is None, reason="the request teaching model is not shipped")
 def test_the_shipped_request_model_decodes_request_by_default_and_answers():
-    from medverse_lab.curate import make_questions
-    from medverse_lab.questions import format_question
+    from medverse_lab.data.curate import make_questions
+    from medverse_lab.data.questions import format_question
 
     path = default_model_path("request")
     assert path.name == "teaching-model-request" and not list(path.glob("*.pt")) and not list(path.glob("*.bin"))

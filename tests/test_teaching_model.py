@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.curate import make_questions
+from medverse_lab.data.curate import make_questions
 from medverse_lab.engine import Engine, default_model_path
-from medverse_lab.questions import format_question
+from medverse_lab.data.questions import format_question
 
 from conftest import SHARED_DATA
 
@@ -83,7 +83,7 @@ def test_run_command_prints_plan_steps_answer_and_speedup(held_out):
 
 
 def test_eval_command_writes_the_table(tmp_path):
-    from medverse_lab.curate import synthesize, write_jsonl
+    from medverse_lab.data.curate import synthesize, write_jsonl
 
     data = tmp_path / "q.jsonl"
     write_jsonl(synthesize(2, seed=3, split="test"), data)

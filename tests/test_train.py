@@ -11,9 +11,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import medverse_lab as ml
-from medverse_lab.collator import tokenize_record
-from medverse_lab.records import load_records, write_jsonl
-from medverse_lab.train import TrainConfig, train
+from medverse_lab.training.collator import tokenize_record
+from medverse_lab.data.records import load_records, write_jsonl
+from medverse_lab.training.trainer import TrainConfig, train
 
 
 def records(n: int, seed: int = 0) -> list[dict]:

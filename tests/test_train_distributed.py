@@ -1,4 +1,4 @@
-"""``medverse_lab.train`` under two real processes (torchrun and accelerate launch, gloo
+"""``medverse_lab.training.trainer`` under two real processes (torchrun and accelerate launch, gloo
 on CPU): both ranks end with the same weights, the weights a one-process run reaches,
 only rank 0 writes the checkpoint, and the engine loads it."""
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import medverse_lab as ml
-from medverse_lab.distributed import Job, shard
-from medverse_lab.train import TrainConfig, train
+from medverse_lab.training.distributed import Job, shard
+from medverse_lab.training.trainer import TrainConfig, train
 
 from conftest import free_port
 from test_train import records_file

@@ -28,10 +28,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 import httpx  # noqa: E402
 
 import medverse_lab as ml  # noqa: E402
-from medverse_lab.curate import make_questions  # noqa: E402
+from medverse_lab.data.curate import make_questions  # noqa: E402
 from medverse_lab.engine import Engine, PlanRejected, StepEnd, TokenEvent, default_model_path  # noqa: E402
 from medverse_lab.engine.vllm_backend import vllm_serve_command  # noqa: E402
-from medverse_lab.questions import format_question  # noqa: E402
+from medverse_lab.data.questions import format_question  # noqa: E402
 
 from conftest import free_port, wait_for_http  # noqa: E402
 

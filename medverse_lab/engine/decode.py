@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import PlanError
+from ..layout import request_repeats
 from ..modes import Mode
 from ..plan import Plan, Step, parse_outline
 from ..prompt import build_prompt
-from ..layout import request_repeats
 from ..topology import ready_steps, segment_starts, segment_visibility
 from .events import Event, ForcedClose, PhaseStart, PlanRejected, Rerun, StepEnd, StepStart
 from .kv import new_cache, select_slots
@@ -64,7 +64,8 @@ def salvage_plan(text: str) -> Plan:
     return Plan(kept or [Step("1", FALLBACK_STEP)]).validate()
 
 
-def _positive_int(name: str, value) -> int:
+def positive_int(name: str, value) -> int:
+    """``value`` if it is an integer >= 1, else a ``ValueError`` naming ``name`` (a keyword or a flag)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
     return value
@@ -93,7 +94,7 @@ class Settings:
         if isinstance(s.top_p, bool) or not isinstance(s.top_p, (int, float)) or not 0 < s.top_p <= 1:
             raise ValueError(f"top_p = {s.top_p!r}: must be in (0, 1]")
         for name in ("max_plan_tokens", "max_step_tokens", "max_conclusion_tokens"):
-            _positive_int(name, getattr(s, name))
+            positive_int(name, getattr(s, name))
         return cls(**{**asdict(s), "temperature": float(t), "top_p": float(s.top_p)})
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ..plan import Plan
-from ..tokens import TAGS, add_medverse_tokens, to_dtype
 from ..modes import ENGINE_MODES, Mode, check_mode
-from ..topology import read_steps
+from ..plan import Plan
 from ..prompt import SYSTEM_PROMPT, THINK_PREFIX
-from .decode import Batch, Decoder, Settings, TokenIds, _positive_int, decode_alone, decode_many
+from ..tokens import TAGS, add_medverse_tokens, to_dtype
+from ..topology import read_steps
+from .decode import Batch, Decoder, Settings, TokenIds, positive_int, decode_alone, decode_many
 from .events import Rerun
 from .kv import new_cache, select_slots
 from .requests import EXACT_MODES, refuse_mode
@@ -334,7 +334,7 @@ class Engine:
         from tqdm.auto import tqdm
 
         questions = list(questions)
-        _positive_int("batch_size", batch_size)
+        positive_int("batch_size", batch_size)
         if "on_token" in kwargs:
             raise TypeError("run_many() takes no on_token; use stream() to watch one run")
         makers = [self.decoder(q, **kwargs) for q in questions]  # every argument checked before decoding

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from ..data.questions import parse_answer
 from ..layout import Layout, request_repeats
 from ..plan import Plan
-from ..questions import parse_answer
 from .events import ForcedClose, PlanRejected, Rerun
 from .kv import cache_bytes
 
@@ -222,7 +222,7 @@ class Run:
         if self.answer is None:
             out.append(self.answer_note)
         else:
-            from ..questions import parse_user_turn
+            from ..data.questions import parse_user_turn
 
             options = parse_user_turn(self.question)[1]
             if options and self.answer not in options:

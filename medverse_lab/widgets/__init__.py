@@ -3,8 +3,8 @@
 The front end is built from ``widgets/`` in the repository into ``medverse_lab/static/``.
 """
 
-from .dataset_browser import DatasetBrowser, RecordTable
 from ..explanation import explain
+from .dataset_browser import DatasetBrowser, RecordTable
 from .mask_inspector import MaskInspector
 from .plan_editor import PlanEditor, petri_layout
 from .run_viewer import RunViewer, run_summary, word_diff

@@ -25,12 +25,12 @@ import ipywidgets as w
 import polars as pl
 import traitlets as t
 
-from ..check import CHECK_KINDS, check_record
-from ..records import assistant_text, load_records, record_id, replace_assistant, write_jsonl
+from ..data.check import CHECK_KINDS, check_record
+from ..data.records import assistant_text, load_records, record_id, replace_assistant, write_jsonl
 from ..plan import Plan, parse_outline
 from ._shared import STATIC, LiveView, SavedPicture, int32_bytes
-from .picture import plan_picture, table_picture
 from .mask_inspector import MaskInspector
+from .picture import plan_picture, table_picture
 from .plan_editor import PlanEditor
 
 _PLAN_RE = re.compile(r"(<Plan>)(.*?)(</Plan>)", re.DOTALL)
@@ -242,7 +242,7 @@ class DatasetBrowser(SavedPicture, w.VBox):
 
     def problems_of(self, index: int) -> pl.DataFrame:
         """The problems of record ``index`` now (after any fix), one row each."""
-        from ..check import problems_frame
+        from ..data.check import problems_frame
 
         return problems_frame(self._problems[index])
 

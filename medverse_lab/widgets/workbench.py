@@ -32,7 +32,7 @@ class Workbench(SavedPicture, w.VBox):
     """
 
     def __init__(self, engine, questions=None, plan: Plan | None = None, **kwargs):
-        from ..questions import load_questions
+        from ..data.questions import load_questions
 
         self.engine = engine
         self.questions = load_questions(questions) if questions is not None else []

@@ -13,9 +13,9 @@ writer protocol, the template writer and the engine writer), ``synthesize`` (rec
 ``io`` (JSONL), ``plant`` (known problems planted for practice).
 """
 
+from ..records import read_records, replace_assistant, write_jsonl
 from .cases import Case, enumerate_cases, split_cases
 from .errors import CurationError
-from ..records import read_records, replace_assistant, write_jsonl
 from .knowledge import KNOWLEDGE_DIR, knowledge_table, load_knowledge
 from .paths import parse_path, paths_graph, plan_from_paths
 from .plant import PLANTABLE, plant_problems

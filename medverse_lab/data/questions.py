@@ -5,7 +5,7 @@
     print(ml.questions.format_question(qs[0]))
 
 A record has ``question`` (or a user turn that is a rendered question, read by
-:func:`medverse_lab.records.turns`),
+:func:`medverse_lab.data.records.turns`),
 ``options`` (a dict of letters A-J, a list, or ``"A. ...\\nB. ..."`` text) and the key as
 ``answer_idx`` (a letter), or in ``answer`` as a letter, ``"C. text"`` or an option's text.
 The user turn is ``Question:\\n...\\nOptions:\\nA. ...`` — the Curator writes the same.

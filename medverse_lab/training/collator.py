@@ -1,4 +1,4 @@
-"""A data collator for topology-aware training, for ``medverse_lab.train``,
+"""A data collator for topology-aware training, for ``medverse_lab.training.trainer``,
 ``transformers.Trainer`` and TRL's ``SFTTrainer`` alike.
 
 Each example is prepared once: tokenized, laid out (:class:`~medverse_lab.Layout`), its
@@ -6,7 +6,7 @@ position ids and loss targets computed, and its attention mask kept in compact f
 *group* per token (a segment, or for ``medverse-sft`` a step block or the plain run
 around it) and a small group × group visibility. A batch expands the visibility to the
 dense additive mask ``[B, 1, L, L]`` in one gather, or hands it to flex_attention as a
-block mask (:mod:`medverse_lab.flex`) whose memory grows with the number of blocks, not
+block mask (:mod:`medverse_lab.training.block_mask`) whose memory grows with the number of blocks, not
 with ``L²``. The expanded mask is ``ml.attention_mask(layout, mode)`` exactly.
 
     collator = ml.TopologyCollator(tokenizer, mode="dag", max_len=2048)
@@ -28,12 +28,12 @@ from typing import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .layout import Layout
-from .modes import MODES, Mode, check_mode
-from .prompt import chat_prefix
-from .records import training_turns
-from .tokens import tag_ids, to_dtype
-from .topology import group_visibility, position_ids
+from ..data.records import training_turns
+from ..layout import Layout
+from ..modes import MODES, Mode, check_mode
+from ..prompt import chat_prefix
+from ..tokens import tag_ids, to_dtype
+from ..topology import group_visibility, position_ids
 
 IGNORE = -100  # the label transformers' losses skip
 
@@ -161,7 +161,7 @@ class TopologyCollator:
             raise ValueError(f"mask={mask!r}: use 'dense' (a [B, 1, L, L] additive tensor) or 'block' "
                              "(a flex_attention BlockMask)")
         if mask == "block":
-            from .flex import check_flex
+            from .block_mask import check_flex
 
             check_flex()
         if max_len is not None and max_len < 1:
@@ -258,7 +258,7 @@ class TopologyCollator:
         batch = pad_examples(examples, self.pad_id, self.pad_to_multiple_of)
         groups, vis = batch.pop("groups"), batch.pop("visibility")
         if self.mask == "block":
-            from .flex import block_mask
+            from .block_mask import block_mask
 
             batch["attention_mask"] = block_mask(groups, vis, self.block_size, self.device)
         else:

@@ -124,7 +124,7 @@ def distractors(g: nx.MultiDiGraph, case: Case, qtype: str, sex: str, n: int, rn
 
 def make_question(g: nx.MultiDiGraph, case: Case, qtype: str, rng: random.Random, qid: str,
                   n_options: int = 5) -> Question:
-    """A :class:`~medverse_lab.questions.Question` for a case: vignette and stem, options
+    """A :class:`~medverse_lab.data.questions.Question` for a case: vignette and stem, options
     with the key at a random letter, and in ``meta`` the item kind, diagnosis, case key,
     the key's text and the knowledge paths."""
     if not 2 <= n_options <= len(LETTERS):

@@ -21,7 +21,7 @@ confirmed_by    diagnosis                                   test
 ==============  ==========================================  ==============
 
 Every finding indicates exactly one condition, so a vignette's findings determine the
-conditions, and the conditions (through :func:`~medverse_lab.curate.cases.enumerate_cases`)
+conditions, and the conditions (through :func:`~medverse_lab.data.curate.cases.enumerate_cases`)
 the diagnosis.
 """
 

@@ -1,13 +1,13 @@
 """Topology-aware supervised fine-tuning.
 
 Each example is a MedVerse record (system, user and assistant turns; any shape
-:func:`medverse_lab.records.turns` reads), batched by :class:`~medverse_lab.TopologyCollator`
+:func:`medverse_lab.data.records.turns` reads), batched by :class:`~medverse_lab.TopologyCollator`
 with the mask and positions of the chosen mode, the very functions the engine decodes with.
 The loss covers the assistant turn only, and only tokens whose logical predecessor they
 can see: the first token of a step is never predicted from a sibling's last token, because
 no decoder ever does that.
 
-    from medverse_lab.train import TrainConfig, train
+    from medverse_lab.training.trainer import TrainConfig, train
     train(TrainConfig(data="train.jsonl", out="runs/dag", mode="dag", steps=1000))
 
 Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the same call trains with N
@@ -23,17 +23,17 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..data.records import load_records, turns
+from ..modes import MODES, Mode, check_mode
+from ..tokens import add_medverse_tokens, tag_ids, to_dtype, train_tokenizer
 from . import distributed
 from .collator import IGNORE, TopologyCollator, TopologyExample
-from .modes import MODES, Mode, check_mode
-from .records import load_records, turns
-from .tokens import add_medverse_tokens, tag_ids, to_dtype, train_tokenizer
 
 
 @dataclass
@@ -170,7 +170,7 @@ tags: [medverse, medverse-lab, {mode}]
 ---
 # {name}
 
-A MedVerse model (plan, steps decoded in parallel, conclusion) trained by `medverse_lab.train`.
+A MedVerse model (plan, steps decoded in parallel, conclusion) trained by `medverse_lab.training.trainer`.
 
 | | |
 |---|---|
@@ -361,62 +361,3 @@ def _train(cfg: TrainConfig, device: torch.device, job: distributed.Job, progres
     return {"history": history, "out": str(out), "skipped": skipped, "seconds": seconds,
             "examples": len(train_examples), "examples_per_step": per_step, "processes": job.world,
             "rank": job.rank, "model": model}
-
-
-def config_from_args(args) -> TrainConfig:
-    """A :class:`TrainConfig` from parsed CLI arguments (same names)."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-
-
-# ----- command line -------------------------------------------------------------------------
-HELP = {
-    "init": "a local causal-LM folder (config.json, *.safetensors, tokenizer) to fine-tune: the 12 MedVerse tags "
-            "are added to its tokenizer and its embeddings resized; the size options are then ignored",
-    "mode": f"mask and positions to train with: {', '.join(MODES)} (default dag)",
-    "batch_size": "examples per micro-step over all processes (torchrun: each takes its share; default 8)",
-}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="checkpoint folder")
-    parser.add_argument("--data", help="training JSONL (MedVerse records); default: synthesize with the Curator")
-    parser.add_argument("--synthesize", type=int, default=20000, metavar="N",
-                        help="without --data: synthesize N training records from the shipped knowledge graph")
-    parser.add_argument("--eval-data", dest="eval_data")
-    for f in fields(TrainConfig):
-        if f.name in ("data", "out", "eval_data"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=None,
-                                help=HELP.get(f.name, f"default {f.default}"), metavar=f.name.upper())
-
-
-def main(args) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    job, joined = distributed.join(torch.device(device).type)  # under torchrun: one data file, written once
-    try:
-        if not args.data:
-            data = Path(args.out).with_name(Path(args.out).name + "-data")
-            seed = args.seed or 0
-            if job.main:
-                from .curate import synthesize, write_jsonl
-
-                data.mkdir(parents=True, exist_ok=True)
-                write_jsonl(synthesize(args.synthesize, seed=seed, split="train"), data / "train.jsonl")
-                print(f"synthesized {args.synthesize} training records (seed {seed}) into {data / 'train.jsonl'}")
-            distributed.barrier(job)
-            args.data = str(data / "train.jsonl")
-        result = train(config_from_args(args))
-    finally:
-        distributed.leave(joined)
-    if job.main:
-        last = result["history"][-1]
-        print(f"trained {len(result['history'])} steps in {result['seconds']:.0f} s on {result['examples']} examples "
-              f"({result['skipped']} too long, skipped) with {result['processes']} process(es); final loss "
-              f"{last['loss']}, eval loss {last.get('eval_loss')}; saved to {result['out']}")
-    return 0

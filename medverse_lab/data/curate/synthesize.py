@@ -19,8 +19,8 @@ import warnings
 import networkx as nx
 from tqdm.auto import tqdm
 
-from ..format import make_trace, parse_trace
-from ..prompt import SYSTEM_PROMPT
+from ...format import make_trace, parse_trace
+from ...prompt import SYSTEM_PROMPT
 from ..questions import Question, format_question, parse_answer
 from .cases import SPLITS, enumerate_cases, split_cases
 from .errors import CurationError

@@ -35,7 +35,7 @@ def check_flex() -> None:
 
 def group_mask_mod(groups: torch.Tensor, vis: torch.Tensor):
     """A flex ``mask_mod(b, h, q, kv)``: causal order and group visibility, the rule
-    :func:`medverse_lab.collator.allowed_mask` expands densely."""
+    :func:`medverse_lab.training.collator.allowed_mask` expands densely."""
 
     def mask_mod(b, h, q_idx, kv_idx):
         return (kv_idx <= q_idx) & vis[b, groups[b, q_idx], groups[b, kv_idx]]
@@ -88,7 +88,7 @@ def _as_indices(kind: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def block_mask(groups: torch.Tensor, vis: torch.Tensor, block_size: int = 128, device=None):
     """A flex_attention ``BlockMask`` for a batch: ``groups [B, L]`` (ascending) and
-    ``visibility [B, G, G]`` as :func:`medverse_lab.collator.pad_examples` returns them.
+    ``visibility [B, G, G]`` as :func:`medverse_lab.training.collator.pad_examples` returns them.
     Built on ``device`` (default: where ``groups`` is), the device attention runs on."""
     check_flex()
     from torch.nn.attention.flex_attention import BlockMask

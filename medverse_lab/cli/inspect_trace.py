@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .modes import Mode
+from ..modes import Mode
 
-EXAMPLE = Path(__file__).parent / "examples" / "stemi.txt"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "stemi.txt"
 
 
 def add_arguments(parser) -> None:
@@ -21,10 +21,10 @@ def add_arguments(parser) -> None:
 
 def default_tokenizer(text: str):
     """The embedded teaching model's tokenizer when shipped, else a BPE trained on ``text``."""
-    from .tokens import train_tokenizer
+    from ..tokens import train_tokenizer
 
     try:
-        from .engine import default_model_path
+        from ..engine import default_model_path
 
         path = default_model_path()
         if path is not None:
@@ -39,7 +39,7 @@ def default_tokenizer(text: str):
 def segment_picture(layout, mode: Mode) -> list[str]:
     """One character per (query segment, key segment): ■ all visible, ◣ causal (own
     segment), ◩ partly visible, · hidden; then each segment's positions."""
-    from .topology import attention_mask, position_ids
+    from ..topology import attention_mask, position_ids
 
     layout = layout.for_mode(mode)  # request: each segment repeats the blocks it reads first
     mask, pos = attention_mask(layout, mode), position_ids(layout, mode)
@@ -68,7 +68,7 @@ def segment_picture(layout, mode: Mode) -> list[str]:
 def miniature(layout, modes) -> list[str]:
     """Token-level masks of a small layout, the modes side by side, positions below
     (``request`` reads its own, longer layout: it is drawn apart by :func:`request_miniature`)."""
-    from .topology import attention_mask, position_ids
+    from ..topology import attention_mask, position_ids
 
     modes = [m for m in modes if m != "request"]
     masks = [attention_mask(layout, m) for m in modes]
@@ -86,7 +86,7 @@ def miniature(layout, modes) -> list[str]:
 def request_miniature(layout) -> list[str]:
     """The request layout of a small layout, token by token: the segment of each token,
     the step whose block it repeats (blank for its own tokens), the mask, the positions."""
-    from .topology import attention_mask, position_ids
+    from ..topology import attention_mask, position_ids
 
     req = layout.for_requests()
     mask, pos = attention_mask(req, "request"), position_ids(req, "request")
@@ -100,9 +100,9 @@ def request_miniature(layout) -> list[str]:
 
 
 def main(args) -> int:
-    from .format import parse_trace
-    from .layout import Layout
-    from .modes import MODES
+    from ..format import parse_trace
+    from ..layout import Layout
+    from ..modes import MODES
 
     text = Path(args.trace).read_text(encoding="utf-8")
     trace = parse_trace(text)

@@ -1,5 +1,5 @@
 """Several training processes (``torchrun``, ``accelerate launch``): the few collective
-operations ``medverse_lab.train`` needs, and no-ops in a single process.
+operations ``medverse_lab.training.trainer`` needs, and no-ops in a single process.
 
 Launchers describe the job in environment variables (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); the process group is joined from them,

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import networkx as nx
 
-from ..plan import Plan, Step
+from ...plan import Plan, Step
 from .errors import CurationError
 
 _NUMBER_RE = re.compile(r"^\s*\d+\s*:")

@@ -29,7 +29,7 @@ def _plant(text: str, kind: str, key: str | None, rng: random.Random) -> str | N
     outlines = list(re.finditer(r"Dependency: \[([^\]]*)\]", text))
     steps = list(re.finditer(r"<Step>[^\n]*\n(.*?)</Step>", text, re.DOTALL))
     if kind == "forward-dependency" and len(outlines) >= 2:
-        from ..plan import Plan
+        from ...plan import Plan
 
         plan = Plan.from_outline(text[text.index("<Plan>") + 6:text.index("</Plan>")])
         ids = plan.ids

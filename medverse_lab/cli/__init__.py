@@ -12,12 +12,12 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "run": ("medverse_lab.engine.cli", "answer a question with the engine (embedded teaching model by default)"),
-    "eval": ("medverse_lab.evaluation", "evaluate an engine on a JSONL file of multiple-choice questions"),
-    "inspect": ("medverse_lab.inspect_trace", "show a trace's plan, Petri net, masks and positions"),
-    "train": ("medverse_lab.train", "topology-aware fine-tuning (reproduces the teaching model from a seed)"),
-    "serve": ("medverse_lab.serve", "serve the engine over HTTP (SGLang /generate and OpenAI-compatible endpoints)"),
-    "check": ("medverse_lab.check", "check a MedVerse dataset (tags, plans, steps, answers); exit 1 on errors"),
+    "run": ("medverse_lab.cli.run", "answer a question with the engine (embedded teaching model by default)"),
+    "eval": ("medverse_lab.cli.evaluate", "evaluate an engine on a JSONL file of multiple-choice questions"),
+    "inspect": ("medverse_lab.cli.inspect_trace", "show a trace's plan, Petri net, masks and positions"),
+    "train": ("medverse_lab.cli.train", "topology-aware fine-tuning (reproduces the teaching model from a seed)"),
+    "serve": ("medverse_lab.cli.serve", "serve the engine over HTTP (SGLang /generate and OpenAI-compatible endpoints)"),
+    "check": ("medverse_lab.cli.check", "check a MedVerse dataset (tags, plans, steps, answers); exit 1 on errors"),
 }
 
 
@@ -39,6 +39,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medverse-lab {args.command}: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ object with these two methods is a writer (a ``typing.Protocol``)::
 
     class MyWriter:
         def step(self, question, plan, step, parent_texts) -> str:
-            '''Body of one step. ``question`` is a medverse_lab.questions.Question (its
+            '''Body of one step. ``question`` is a medverse_lab.data.questions.Question (its
             ``meta`` holds the item kind, diagnosis and paths), ``plan`` the whole Plan,
             ``step`` the Step to write, ``parent_texts`` {step id: body} of the steps it
             depends on (what a MedVerse model sees when it decodes this step).'''
@@ -28,8 +28,8 @@ from typing import Protocol, runtime_checkable
 
 import networkx as nx
 
-from ..modes import Mode
-from ..plan import Plan, Step
+from ...modes import Mode
+from ...plan import Plan, Step
 from ..questions import Question, format_question
 from .knowledge import load_knowledge
 from .vignette import join

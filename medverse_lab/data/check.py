@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import PROBLEM_KINDS, PlanError
-from .format import STEP_HEADER
+from ..errors import PROBLEM_KINDS, PlanError
+from ..format import STEP_HEADER
 from .questions import normalize_options, parse_answer, parse_user_turn, resolve_key
 from .records import assistant_text, read_records, record_id, user_text
 
@@ -90,7 +90,7 @@ def _structure(text: str, sid) -> list[dict]:
 def check_text(text: str, sample_id="?", key: str | None = None, options: dict | None = None) -> list[dict]:
     """Problem rows (dicts with the :data:`COLUMNS`) of one assistant turn, given the
     record's key letter and options when known."""
-    from .format import parse_trace
+    from ..format import parse_trace
 
     rows = _structure(text, sample_id)
     trace = None
@@ -176,7 +176,7 @@ def _records(source) -> Iterator[tuple[str, object]]:
             yield record_id(rec, n), rec
 
 
-def _check(source) -> tuple[list[dict], int]:
+def check_records(source) -> tuple[list[dict], int]:
     rows, n = [], 0
     for sid, rec in _records(source):
         n += 1
@@ -202,7 +202,7 @@ def check_dataset(source: str | Path | dict | Iterable[dict]):
     Returns a polars DataFrame with one row per problem and the columns ``sample_id``,
     ``severity``, ``kind``, ``step``, ``offset``, ``message`` (empty when all is well).
     """
-    return problems_frame(_check(source)[0])
+    return problems_frame(check_records(source)[0])
 
 
 def summary(problems, n_samples: int, show: int = 20) -> str:
@@ -234,14 +234,6 @@ def summary(problems, n_samples: int, show: int = 20) -> str:
     return "\n".join(lines)
 
 
-# ----- command line -------------------------------------------------------------------------
-
-def add_arguments(parser) -> None:
-    parser.add_argument("file", help="a .jsonl or .json file of MedVerse records")
-    parser.add_argument("--out", help="also write the problems table (.csv, .parquet, .jsonl or .json)")
-    parser.add_argument("--show", type=int, default=20, help="how many sample ids with errors to list (default 20)")
-
-
 def write_table(problems, path: str | Path) -> Path:
     """Write a problems table by suffix: ``.csv``, ``.parquet``, ``.jsonl``/``.ndjson`` or ``.json``."""
     path = Path(path)
@@ -252,12 +244,3 @@ def write_table(problems, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     writers[path.suffix](path)
     return path
-
-
-def main(args) -> int:
-    rows, n = _check(args.file)
-    problems = problems_frame(rows)
-    print(summary(problems, n, args.show))
-    if args.out:
-        print(f"wrote {problems.height} rows to {write_table(problems, args.out)}")
-    return 1 if (problems["severity"] == "error").any() else 0
