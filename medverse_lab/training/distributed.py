@@ -4,6 +4,14 @@ operations ``medverse_lab.training.trainer`` needs, and no-ops in a single proce
 Launchers describe the job in environment variables (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); the process group is joined from them,
 with NCCL on CUDA and gloo on CPU.
+
+Why not accelerate's ``PartialState``: it is not the same thing here. Its
+``split_between_processes`` gives each rank a contiguous slice, while :func:`shard` takes
+every ``world``-th item (so a global batch split over N processes holds the same examples
+in the same micro-batches as one process takes them, which the two-process test compares);
+it joins the group once per interpreter with its own backend choice, where :func:`join`
+picks gloo or NCCL by the device and :func:`leave` undoes it; and it would make accelerate
+a core dependency (today a test extra). The collectives themselves are torch.distributed's.
 """
 
 from __future__ import annotations
