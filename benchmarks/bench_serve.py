@@ -19,6 +19,14 @@ Everything is measured in this one run and printed as markdown; nothing is writt
 4. Serving: ``medverse-lab serve`` (the teaching model, ``--max-batch 8``) in its own
    process; ``--requests`` chat requests sent by 1, 8 and 32 concurrent httpx clients;
    requests per second, against the one-at-a-time figure (1 client).
+5. Fair prefill (``--only fairness``): a short chat request's latency alone, and while a
+   ``--long-tokens`` prompt (default 20,000) is being prefilled by the same server
+   (``--max-model-len 32768``, chunked prefill); the ratio is the figure of issue 21.
+6. Soak (``--only soak``): ``--soak-requests`` (default 1,000) mixed requests after
+   ``--warmup`` (chat, streamed chat with usage, completions with logprobs, /generate, n=2,
+   stop strings, clients that hang up mid-stream, refused bodies; replies capped at
+   ``--soak-tokens``, 96) from 8 concurrent clients; the server's resident memory
+   (``/health``'s ``rss_mb``) every 100 requests.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import torch
 
 import medverse_lab as ml
 from bench_engine import QUESTION, build, machine, plan_of
-from medverse_lab.questions import format_question, load_questions
+from medverse_lab.data.questions import format_question, load_questions
 
 
 def phase2_calls(run) -> int:
@@ -159,29 +167,37 @@ def cache_layout(args) -> None:
     print()
 
 
-def serving(args) -> None:
+def start_server(*extra: str):
+    """A ``medverse-lab serve`` process on a free port; returns ``(process, url)`` once it answers."""
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "medverse_lab.cli", "serve", "--port", str(port), "--max-batch",
-                             "8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "8", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TQDM_DISABLE": "1"})
     url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return proc, url
+
+
+def serving(args) -> None:
+    import httpx
+
+    proc, url = start_server()
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         records = ml.curate.synthesize(args.requests, seed=1, split="test")
         questions = [format_question(q) for q in load_questions(records)]
 
         def ask(q):
             r = httpx.post(f"{url}/v1/chat/completions", timeout=600, json={
-                "model": "m", "temperature": 0, "messages": [{"role": "user", "content": q}]})
+                "temperature": 0, "messages": [{"role": "user", "content": q}]})
             r.raise_for_status()
 
         ask(questions[0])  # warm-up
@@ -203,6 +219,140 @@ def serving(args) -> None:
         proc.wait(timeout=20)
 
 
+def fairness(args) -> None:
+    """Issue 21's figure: a short request's latency while a long prompt prefills, over alone."""
+    import threading
+
+    import httpx
+
+    proc, url = start_server("--max-model-len", "32768")
+    short = {"temperature": 0, "max_tokens": 48, "messages": [{"role": "user", "content": QUESTION}]}
+
+    def ask() -> float:
+        t = time.perf_counter()
+        httpx.post(f"{url}/v1/chat/completions", json=short, timeout=600).raise_for_status()
+        return time.perf_counter() - t
+
+    def prefilling() -> bool:
+        return httpx.get(f"{url}/health", timeout=10).json()["prefilling"] > 0
+
+    long_text = " ".join(f"w{i % 97}" for i in range(int(args.long_tokens / 2.9)))
+    try:
+        ask()
+        alone = [ask() for _ in range(args.repeats * 3)]
+        took = {}
+
+        def long_prompt():
+            t = time.perf_counter()
+            httpx.post(f"{url}/v1/chat/completions", timeout=3600, json={
+                "temperature": 0, "max_tokens": 1, "messages": [{"role": "user", "content": long_text}]})
+            took["s"] = time.perf_counter() - t
+
+        th = threading.Thread(target=long_prompt)
+        th.start()
+        while not prefilling():
+            time.sleep(0.01)
+        during = []
+        while True:  # short requests one after another while the long prompt is fed
+            dt = ask()
+            if not prefilling():
+                break  # this one may have outlived the prefill: not counted
+            during.append(dt)
+        th.join()
+        a, d = statistics.median(alone), statistics.median(during)
+        n_long = len(ml.Engine.load().encode(long_text))
+        print("### 5. Fair prefill (`--max-model-len 32768`, `--prefill-chunk` default)\n")
+        print("| short chat request (48 tokens) | median s | requests |")
+        print("|---|---:|---:|")
+        print(f"| alone | {a:.3f} | {len(alone)} |")
+        print(f"| while a {n_long}-token prompt prefills | {d:.3f} | {len(during)} |")
+        print(f"\nratio: **{d / a:.2f}x** (max {max(during) / a:.2f}x); the long prompt's request took "
+              f"{took['s']:.1f} s\n")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def soak(args) -> None:
+    """Resident memory of the server over many mixed requests after a warm-up."""
+    import json
+    import random
+
+    import httpx
+
+    proc, url = start_server()
+    records = ml.curate.synthesize(64, seed=2, split="test")
+    questions = [format_question(q) for q in load_questions(records)]
+    rng = random.Random(0)
+
+    def one(i: int) -> None:
+        q = questions[i % len(questions)]
+        msgs = [{"role": "user", "content": q}]
+        kind = i % 8
+        cap = {"max_tokens": args.soak_tokens}
+        with httpx.Client(timeout=600) as http:
+            if kind == 0:
+                http.post(f"{url}/v1/chat/completions", json={"messages": msgs, "temperature": 0, **cap})
+            elif kind == 1:
+                with http.stream("POST", f"{url}/v1/chat/completions", json={
+                        "messages": msgs, "stream": True, "stream_options": {"include_usage": True}, **cap}) as r:
+                    for _ in r.iter_lines():
+                        pass
+            elif kind == 2:
+                http.post(f"{url}/v1/completions", json={"prompt": q, "temperature": 0.7, "seed": i, "logprobs": 2,
+                                                         **cap})
+            elif kind == 3:
+                http.post(f"{url}/generate", json={"text": q, "sampling_params": {
+                    "temperature": 0, "max_new_tokens": args.soak_tokens}})
+            elif kind == 4:
+                http.post(f"{url}/v1/chat/completions", json={"messages": msgs, "n": 2, "temperature": 1.0, "seed": i,
+                                                               **cap})
+            elif kind == 5:
+                http.post(f"{url}/v1/chat/completions", json={"messages": msgs, "stop": ["</Outline>"],
+                                                               "logprobs": True, "top_logprobs": 2, **cap})
+            elif kind == 6:  # a client that hangs up mid-stream
+                with http.stream("POST", f"{url}/v1/chat/completions", json={"messages": msgs, "stream": True,
+                                                                             **cap}) as r:
+                    lines = r.iter_lines()
+                    for _ in range(rng.randint(1, 40)):
+                        next(lines, None)
+            else:  # refused bodies
+                http.post(f"{url}/v1/chat/completions", content=json.dumps(
+                    {"messages": [{"role": "user", "content": [{"type": "text", "text": i}]}]}),
+                    headers={"Content-Type": "application/json"})
+                http.post(f"{url}/v1/chat/completions", json={"messages": msgs, "max_tokens": 24})
+
+    def rss() -> float:
+        return httpx.get(f"{url}/health", timeout=30).json()["rss_mb"]
+
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(args.warmup)))
+        rows = [(0, rss(), time.perf_counter() - t0)]
+        print(f"after warm-up: {rows[0][1]:.0f} MB", file=sys.stderr, flush=True)
+        done = 0
+        while done < args.soak_requests:
+            n = min(100, args.soak_requests - done)
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(one, range(args.warmup + done, args.warmup + done + n)))
+            done += n
+            rows.append((done, rss(), time.perf_counter() - t0))
+            print(f"{done}: {rows[-1][1]:.0f} MB, {rows[-1][2]:.0f} s", file=sys.stderr, flush=True)
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        print(f"### 6. Soak: {args.soak_requests} mixed requests after {args.warmup} to warm up (8 clients, "
+              f"replies capped at {args.soak_tokens} tokens)\n")
+        print("| requests after warm-up | server RSS MB | elapsed s |")
+        print("|---:|---:|---:|")
+        for n, mb, t in rows:
+            print(f"| {n} | {mb:.0f} | {t:.0f} |")
+        print(f"\nRSS {rows[0][1]:.0f} -> {rows[-1][1]:.0f} MB ({rows[-1][1] - rows[0][1]:+.0f} MB), "
+              f"max {max(r[1] for r in rows):.0f} MB; server stats: {health}\n")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--questions", type=int, default=64)
@@ -210,11 +360,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--step-tokens", type=int, default=24)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", choices=("chunking", "batching", "layout", "serving"))
+    ap.add_argument("--long-tokens", type=int, default=20_000, help="the long prompt of the fairness figure")
+    ap.add_argument("--soak-requests", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--soak-tokens", type=int, default=96, help="max_tokens of each soak request")
+    ap.add_argument("--only", choices=("chunking", "batching", "layout", "serving", "fairness", "soak"))
     args = ap.parse_args(argv)
     print(f"Machine: {machine()}\n")
     for name, part in (("chunking", chunking), ("batching", batching), ("layout", cache_layout),
-                       ("serving", serving)):
+                       ("serving", serving), ("fairness", fairness), ("soak", soak)):
         if args.only in (None, name):
             part(args)
     return 0

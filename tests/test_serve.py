@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 import medverse_lab as ml
-from medverse_lab.questions import format_question, load_questions
+from medverse_lab.data.questions import format_question, load_questions
 
-from serve_util import (CAP, MODEL, PHASE_CAPS, QUESTION, alone, chat_turn_of, client, completion_of,  # noqa: F401
-                        engine, reply_tokens, server)
+from serve_util import (MODEL, PHASE_CAPS, QUESTION, alone, chat_turn_of, client,  # noqa: F401 - fixtures
+                        completion_of, engine, reply_tokens, server)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,8 @@ def test_chat_completion_with_the_openai_client(client, engine):
 
 def test_a_request_without_temperature_samples_as_the_model_says(client, engine):
     assert engine.sampling["temperature"] == 0.0  # the teaching model's generation config: greedy
-    reply = client.chat.completions.create(model=MODEL, extra_body=PHASE_CAPS, messages=[{"role": "user", "content": QUESTION}])
+    reply = client.chat.completions.create(model=MODEL, extra_body=PHASE_CAPS,
+                                           messages=[{"role": "user", "content": QUESTION}])
     assert reply.choices[0].message.content == chat_turn_of(engine, alone(engine, QUESTION))
 
 
@@ -148,7 +149,8 @@ CHAT, TEXT = "/v1/chat/completions", "/v1/completions"
     (CHAT, {"messages": Q, "plan": "no outline"}, 400, "plan"),
     (CHAT, {"messages": Q, "temperature": -1}, 400, "temperature"),
     # a non-string content part, a lone surrogate: 400 naming the field (once a 500)
-    (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, 400, "messages.0.content.0.text"),
+    (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, 400,
+     "messages.0.content.0.text"),
     (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
      "messages.0.content.0.type"),
     (CHAT, b'{"messages": [{"role": "user", "content": "\\ud800 lone"}]}', 400, "messages.0.content"),
@@ -180,7 +182,8 @@ def test_bad_requests_are_refused_by_name(server, path, body, status, param):
         assert http.get(f"{server}/health").json()["status"] == "ok"  # same client, the connection still serves
 
 
-@pytest.mark.parametrize("method,path,status", [("GET", "/nowhere", 404), ("GET", CHAT, 405), ("DELETE", "/health", 405),
+@pytest.mark.parametrize("method,path,status", [("GET", "/nowhere", 404), ("GET", CHAT, 405),
+                                                ("DELETE", "/health", 405),
                                                 ("GET", "/docs", 404), ("GET", "/openapi.json", 404)])
 def test_unknown_routes_and_methods_answer_in_the_openai_error_shape(server, method, path, status):
     r = httpx.request(method, server + path, timeout=30)

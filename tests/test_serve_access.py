@@ -66,4 +66,5 @@ def test_docs_when_asked_document_the_replies(locked):
     assert chat["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatCompletionResponse")
     assert chat["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert "text/event-stream" in chat["200"]["content"]
-    assert {"ChatRequest", "CompletionResponse", "GenerateResponse", "UsageInfo"} <= set(schema["components"]["schemas"])
+    names = set(schema["components"]["schemas"])
+    assert {"ChatRequest", "CompletionResponse", "GenerateResponse", "UsageInfo"} <= names

@@ -15,7 +15,7 @@ from medverse_lab.engine.engine import _drain
 from medverse_lab.prompt import build_prompt, conversation_prompt
 from medverse_lab.serve.protocol import ChatCompletionResponse, CompletionResponse, GenerateResponse
 
-from serve_util import (MODEL, PHASE_CAPS, QUESTION, alone, chat_turn_of, client, completion_of, engine,  # noqa: F401
+from serve_util import (MODEL, PHASE_CAPS, QUESTION, alone, chat_turn_of, client, engine,  # noqa: F401 - fixtures
                         reply_tokens, server)
 
 pytestmark = pytest.mark.slow
