@@ -56,8 +56,9 @@ def serving(*args: str, env: dict | None = None, timeout: float = 120):
 
 @pytest.fixture(scope="session")
 def server():
-    """One default server shared by the server test modules."""
-    with serving("--max-batch", "8") as s:
+    """One default server shared by the server test modules (a long queue timeout: 32 clients
+    on a loaded CI machine wait longer than an operator's default allows)."""
+    with serving("--max-batch", "8", "--queue-timeout", "600") as s:
         yield s.url
 
 

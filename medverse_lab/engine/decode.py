@@ -487,13 +487,15 @@ class Batch:
         #: chunked prefill: a prompt longer than ``prefill_chunk`` tokens is fed in a cache
         #: of its own (the *lane*), that many tokens per call while other runs decode
         #: (``prefill_chunk_idle`` while none does), and joins the shared cache when whole.
-        #: Lane calls take at most as much time as the batch's own calls while both have
-        #: work, so a short request at most doubles its latency while a long prompt is fed.
+        #: Lane calls take at most ``lane_share`` of the batch's own call time while both
+        #: have work, so a short request's latency grows by about that fraction (plus the
+        #: lane call it waits for when it arrives) while a long prompt is fed.
         #: None (the default, as ``run`` and ``run_many`` use it) feeds a prompt in one call.
         self.prefill_chunk: int | None = None
         self.prefill_chunk_idle: int | None = None
         self.lane: list[tuple[Decoder, "Batch"]] = []
         self._spent = [0.0, 0.0]  # seconds of batch and lane calls while both had work
+        self.lane_share = 0.5
 
     def __len__(self) -> int:
         return len(self.members) + len(self.lane)
@@ -543,7 +545,7 @@ class Batch:
         """One forward call: over every member's chunks (each member absorbs its sampled
         tokens), or one chunk of the prompt being fed in the lane. Returns the members that
         finished (still in the batch: take them out with :meth:`remove`)."""
-        if self.lane and (not self.members or self._spent[1] < self._spent[0]):
+        if self.lane and (not self.members or self._spent[1] < self.lane_share * self._spent[0]):
             d, solo = self.lane[0]
             t = time.perf_counter()
             solo._step(self.prefill_chunk if self.members else self.prefill_chunk_idle)

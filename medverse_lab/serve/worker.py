@@ -26,10 +26,11 @@ from ..engine.run import Run, TokenEvent
 from .protocol import Overloaded
 
 #: prompt tokens a run feeds per forward call while other runs decode (chunked prefill; a
-#: longer prompt is fed in a cache of its own and gets at most half the time meanwhile)
+#: longer prompt is fed in a cache of its own and gets at most a third of the time meanwhile)
 PREFILL_CHUNK = 128
-#: prompt tokens per forward call when nothing else decodes
-PREFILL_CHUNK_IDLE = 512
+#: prompt tokens per forward call when nothing else decodes (small too: a request that
+#: arrives waits for the call in progress)
+PREFILL_CHUNK_IDLE = 128
 
 
 @dataclass(eq=False)
