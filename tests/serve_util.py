@@ -15,7 +15,7 @@ import pytest
 
 import medverse_lab as ml
 
-from conftest import free_port, wait_for_http
+from conftest import free_port, stop_process, wait_for_http
 
 MODEL = "medverse-teaching-model"  # the id the server gives the embedded model
 CAP = 200  # max tokens per phase (the same caps for the run decoded alone)
@@ -45,13 +45,7 @@ def serving(*args: str, env: dict | None = None, timeout: float = 120):
         wait_for_http(proc, f"{url}/health", timeout)
         yield Server(url, proc, port)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=40)
 
 
 @pytest.fixture(scope="session")

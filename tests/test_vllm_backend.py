@@ -33,7 +33,7 @@ from medverse_lab.engine import Engine, PlanRejected, StepEnd, TokenEvent, defau
 from medverse_lab.engine.vllm_backend import vllm_serve_command  # noqa: E402
 from medverse_lab.data.questions import format_question  # noqa: E402
 
-from conftest import free_port, wait_for_http  # noqa: E402
+from conftest import free_port, stop_process, wait_for_http  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -158,11 +158,7 @@ def vllm_server():
     url = f"http://127.0.0.1:{port}"
     wait_for_http(proc, f"{url}/v1/models", 600)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 def test_remote_vllm_serve_gives_the_same_tokens(teaching, vllm_server):

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stop_process  # tests/conftest.py
+
 CHROMIUM = os.environ.get("MEDVERSE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -126,11 +128,7 @@ def lab(browser_ready, tmp_path_factory):
                 pytest.fail("jupyter lab did not start:\n" + (base / "jupyter.log").read_text()[-3000:])
             time.sleep(0.5)
     yield Lab(url, token, root)
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, timeout=20)
     log.close()
 
 
