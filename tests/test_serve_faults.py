@@ -20,6 +20,10 @@ CHAT = "/v1/chat/completions"
 #: parse and every phase runs to its cap (about 1,900 forward calls, the context's room)
 LONG = {"model": MODEL, "temperature": 2.0, "seed": 1, "max_plan_tokens": 1024, "max_step_tokens": 512,
         "max_conclusion_tokens": 512, "messages": [{"role": "user", "content": QUESTION}]}
+#: a request that decodes for far longer than a drain on any machine: a forced plan of 60 steps
+#: in a chain, each decoded after the one before (about 2,000 tokens, one forward call each)
+CHAIN = "\n".join(f"<Outline> Transient Step {i}: finding {i} -> consequence {i}; Dependency: "
+                  f"[{i - 1 if i > 1 else ''}] </Outline>" for i in range(1, 61))
 
 
 def words(n_tokens: int) -> str:
@@ -154,7 +158,7 @@ def test_a_signal_drains_then_ends_open_streams_and_exits_0(sig):
         out, lines = {}, []
 
         def stream():
-            with httpx.stream("POST", s.url + CHAT, json={**LONG, "stream": True}, timeout=60) as r:
+            with httpx.stream("POST", s.url + CHAT, json={**LONG, "plan": CHAIN, "stream": True}, timeout=60) as r:
                 lines.extend(x for x in r.iter_lines() if x)
 
         def quick():
