@@ -234,9 +234,7 @@ class RunViewer(LiveView):
 
     # ----- decoding in the background --------------------------------------------------------
     def _start(self, target, *args) -> threading.Thread:
-        if self.busy:
-            raise RuntimeError("a run is in progress; wait for it (viewer.wait())")
-        thread = self._job.start(target, *args)
+        thread = self._job.start(target, *args)  # refuses while a run is in progress
         self.notice = "decoding…"
         return thread
 
